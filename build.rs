@@ -1,0 +1,135 @@
+//! Generates Rust bindings for the QEMU API the crate uses and compiles
+//! the C shim, both with the flags QEMU's own build uses for
+//! monitor/qmp.c.  QEMU's meson passes its directories through
+//! QEMU_SRC_DIR and QEMU_BUILD_DIR (meson-glue/cargo-build.py).
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+fn required_dir(var: &str) -> PathBuf {
+    println!("cargo:rerun-if-env-changed={var}");
+    let dir = env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} is not set: build the crate through QEMU's meson (see README)")
+    });
+    assert!(dir.is_dir(), "{var}={} is not a directory", dir.display());
+    dir
+}
+
+/// The preprocessor flags QEMU compiles monitor/qmp.c with, made
+/// absolute, from meson's compile_commands.json.
+fn qemu_cflags(build: &Path) -> Vec<String> {
+    let db = build.join("compile_commands.json");
+    println!("cargo:rerun-if-changed={}", db.display());
+    let text = std::fs::read_to_string(&db)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", db.display()));
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", db.display()));
+    let entry = entries
+        .iter()
+        .find(|e| e["file"].as_str().is_some_and(|f| f.ends_with("monitor/qmp.c")))
+        .unwrap_or_else(|| panic!("monitor/qmp.c is not in {}", db.display()));
+    let dir = PathBuf::from(entry["directory"].as_str().expect("directory"));
+    let words: Vec<String> = match entry["command"].as_str() {
+        Some(cmd) => shell_split(cmd),
+        None => entry["arguments"]
+            .as_array()
+            .expect("command or arguments")
+            .iter()
+            .map(|a| a.as_str().expect("argument").to_owned())
+            .collect(),
+    };
+    let abs = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let mut flags = Vec::new();
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        if let Some(p) = w.strip_prefix("-I") {
+            let p = if p.is_empty() { it.next().expect("-I path").as_str() } else { p };
+            flags.push(format!("-I{}", abs(p)));
+        } else if w == "-iquote" || w == "-isystem" || w == "-include" {
+            flags.push(w.clone());
+            flags.push(abs(it.next().expect("path after flag")));
+        } else if w.starts_with("-D") || w.starts_with("-U") || w.starts_with("-std=") {
+            flags.push(w.clone());
+        }
+    }
+    flags
+}
+
+/// Minimal POSIX-shell word splitting, enough for meson's quoting.
+fn shell_split(cmd: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut quote = None;
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') | (None, '\\') => cur.get_or_insert_default().extend(chars.next()),
+            (Some(_), c) => cur.get_or_insert_default().push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                cur.get_or_insert_default();
+            }
+            (None, c) if c.is_whitespace() => words.extend(cur.take()),
+            (None, c) => cur.get_or_insert_default().push(c),
+        }
+    }
+    words.extend(cur);
+    words
+}
+
+/// Types Rust only passes by pointer (or, for QemuMutex, embeds without
+/// looking inside): bindgen keeps their size and alignment, not fields.
+const OPAQUE: &str = "Chardev|MonitorQMP|QEMUBH|IOThread|AioContext|Coroutine|Error|QemuMutex";
+
+fn main() {
+    let src = required_dir("QEMU_SRC_DIR");
+    let build = required_dir("QEMU_BUILD_DIR");
+    let mut cflags = qemu_cflags(&build);
+    // monitor-internal.h lives outside include/
+    cflags.push(format!("-I{}", src.display()));
+    cflags.push(format!("-I{}", PathBuf::from("src").canonicalize().expect("src").display()));
+
+    println!("cargo:rerun-if-changed=src/wrapper.h");
+    println!("cargo:rerun-if-changed=src/shim.c");
+
+    let mut shim = cc::Build::new();
+    shim.file("src/shim.c").warnings(false);
+    for f in &cflags {
+        shim.flag(f);
+    }
+    shim.compile("qmh_shim");
+
+    let bindings = bindgen::Builder::default()
+        .header("src/wrapper.h")
+        .clang_args(&cflags)
+        .rust_target("1.81.0".parse().expect("rust target"))
+        .disable_header_comment()
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
+        .use_core()
+        .derive_default(false)
+        .generate_comments(false)
+        .layout_tests(true)
+        // glib's structs come from glib-sys; its scalar typedefs are generated
+        .blocklist_type("G[A-Z].*")
+        .raw_line("#[allow(unused_imports)] use glib_sys::*;")
+        .raw_line("#[allow(unused_imports)] use libc::*;")
+        .allowlist_type("Monitor|MonitorInfo|MonitorInfoList|MonitorMode")
+        .allowlist_type("qmh_.*_fn")
+        .allowlist_var("mon_iothread")
+        .allowlist_function("qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate")
+        .allowlist_function("aio_bh_schedule_oneshot_full|iohandler_get_aio_context")
+        .allowlist_function(
+            "monitor_init_qmp|monitor_cur|monitor_data_destroy|monitor_flush\
+             |monitor_qmp_cleanup_queue_and_resume|qemu_chr_find\
+             |qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
+             |iothread_get_aio_context|iothread_get_g_main_context\
+             |aio_wait_bh_oneshot|id_wellformed",
+        )
+        .allowlist_type(OPAQUE)
+        .opaque_type(OPAQUE)
+        .generate()
+        .expect("bindgen failed on src/wrapper.h");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    bindings.write_to_file(out.join("bindings.rs")).expect("writing bindings.rs");
+}

@@ -1,0 +1,37 @@
+#!/bin/sh
+# fetch-qemu.sh VERSION DEST DOWNLOADS
+# Unpacks Debian's qemu source package VERSION (Debian patches applied)
+# into DEST.  Adds deb-src entries for sid and trixie, with the archive
+# URI taken from this machine's own apt sources, if apt does not know
+# the version yet.
+set -eu
+version=$1 dest=$2 dl=$3
+SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+
+known() { apt-cache showsrc qemu 2>/dev/null | grep -qx "Version: $version"; }
+
+if ! known; then
+    # The machine's Debian archive: the first URI that is not a security one.
+    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
+              /etc/apt/sources.list.d/*.list 2>/dev/null |
+          sed -n -e 's/^URIs:[[:space:]]*//p' \
+                 -e 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p' |
+          tr ' ' '\n' | grep '/debian/\?$' | grep -v security | head -n 1)
+    [ -n "$uri" ] || { echo "fetch-qemu: no Debian archive in the apt sources" >&2; exit 1; }
+    $SUDO tee /etc/apt/sources.list.d/qemu-monitor-hotplug-src.sources >/dev/null <<EOS
+Types: deb-src
+URIs: $uri
+Suites: sid trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOS
+    $SUDO apt-get update -qq
+    known || { echo "fetch-qemu: qemu $version is not in $uri (sid, trixie)" >&2; exit 1; }
+fi
+
+mkdir -p "$dl"
+(cd "$dl" && apt-get source --download-only -qq "qemu=$version" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+dsc=$(ls "$dl"/qemu_"${version#*:}".dsc)
+rm -rf "$dest"
+dpkg-source --no-check -x "$dsc" "$dest" >/dev/null
+echo "fetch-qemu: qemu $version in $dest"

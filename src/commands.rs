@@ -1,0 +1,70 @@
+//! The QMP command handlers that QAPI's generated marshallers call, and
+//! the dispatcher's release hook.  Each turns C arguments into Rust
+//! values, calls plain Rust, and writes the outcome back for C.
+//!
+//! Thread: the main loop thread with the BQL, outside coroutine context,
+//! except `monitor_qmp_release_removed` (see there).
+
+use std::ffi::c_char;
+use std::ptr::{self, NonNull};
+
+use foreign_types::ForeignType;
+
+use crate::bindings as sys;
+use crate::qemu::{arg, result_to_errp};
+use crate::{info, monitors};
+
+// A schema change that alters a handler's C type breaks the build here
+// instead of crashing QEMU at run time.
+const _: sys::qmh_qmp_monitor_add_fn = Some(qmp_monitor_add);
+const _: sys::qmh_qmp_monitor_remove_fn = Some(qmp_monitor_remove);
+const _: sys::qmh_qmp_query_monitors_fn = Some(qmp_query_monitors);
+const _: sys::qmh_release_removed_fn = Some(monitor_qmp_release_removed);
+
+/// # Safety
+/// Called by QAPI's marshaller: valid strings, `errp` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn qmp_monitor_add(
+    id: *const c_char,
+    chardev: *const c_char,
+    has_pretty: bool,
+    pretty: bool,
+    errp: *mut *mut sys::Error,
+) {
+    // SAFETY: QAPI passes valid, non-NULL strings for mandatory members.
+    let (id, chardev) = unsafe { (arg(id), arg(chardev)) };
+    let res = monitors::add(id, chardev, has_pretty && pretty);
+    // SAFETY: errp comes from the marshaller.
+    unsafe { result_to_errp(res, errp) };
+}
+
+/// # Safety
+/// As for `qmp_monitor_add`.
+#[no_mangle]
+pub unsafe extern "C" fn qmp_monitor_remove(id: *const c_char, errp: *mut *mut sys::Error) {
+    // SAFETY: QAPI passes a valid, non-NULL string.
+    let id = unsafe { arg(id) };
+    // SAFETY: errp comes from the marshaller.
+    unsafe { result_to_errp(monitors::remove(id).map_err(Into::into), errp) };
+}
+
+/// # Safety
+/// As for `qmp_monitor_add`.
+#[no_mangle]
+pub unsafe extern "C" fn qmp_query_monitors(_errp: *mut *mut sys::Error) -> *mut sys::MonitorInfoList {
+    // There is always at least the monitor asking, but an empty list
+    // (NULL) is valid QAPI too.
+    info::query().map_or(ptr::null_mut(), ForeignType::into_ptr)
+}
+
+/// The QMP dispatcher calls this, in its coroutine, after writing the
+/// reply to a monitor's monitor-remove of itself.
+///
+/// # Safety
+/// `mon` is the dead monitor monitor-remove left to the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn monitor_qmp_release_removed(mon: *mut sys::Monitor) {
+    if let Some(mon) = NonNull::new(mon) {
+        monitors::release_after_reply(mon);
+    }
+}

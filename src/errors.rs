@@ -1,0 +1,86 @@
+//! The errors of the three commands.  QMP reports each as a plain
+//! GenericError whose text is the `Display` output below, so the text is
+//! the interface: the tests assert it word for word.
+
+use std::fmt;
+
+/// Ids longer than this are cut in messages, so that a hostile id does
+/// not come back as a huge error.
+const ID_SHOWN_MAX: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitorError {
+    InvalidId(String),
+    IdInUse(String),
+    ChardevNotFound(String),
+    ChardevInUse(String),
+    NoSuchMonitor(String),
+    NotQmp(String),
+}
+
+/// `s` as shown in a message: cut at a char boundary if too long.
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(ID_SHOWN_MAX) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+impl fmt::Display for MonitorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidId(id) => write!(
+                f,
+                "Invalid monitor id '{}': an id must start with a letter and \
+                 contain only letters, digits, '-', '.' and '_'",
+                shown(id)
+            ),
+            Self::IdInUse(id) => write!(f, "Monitor id '{}' is already in use", shown(id)),
+            Self::ChardevNotFound(c) => write!(f, "Chardev '{}' not found", shown(c)),
+            Self::ChardevInUse(c) => {
+                write!(f, "Chardev '{}' is already in use by another frontend", shown(c))
+            }
+            Self::NoSuchMonitor(id) => write!(f, "No monitor with id '{}'", shown(id)),
+            Self::NotQmp(id) => write!(
+                f,
+                "Monitor '{}' is an HMP monitor; only QMP monitors can be removed",
+                shown(id)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MonitorError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            MonitorError::IdInUse("mon0".into()).to_string(),
+            "Monitor id 'mon0' is already in use"
+        );
+        assert_eq!(
+            MonitorError::NoSuchMonitor("x".into()).to_string(),
+            "No monitor with id 'x'"
+        );
+        assert_eq!(
+            MonitorError::ChardevNotFound("c".into()).to_string(),
+            "Chardev 'c' not found"
+        );
+    }
+
+    #[test]
+    fn long_ids_are_cut_at_char_boundaries() {
+        let id = "é".repeat(100);
+        let msg = MonitorError::NoSuchMonitor(id).to_string();
+        assert_eq!(msg, format!("No monitor with id '{}...'", "é".repeat(64)));
+        let exact = "a".repeat(64);
+        assert_eq!(
+            MonitorError::NoSuchMonitor(exact.clone()).to_string(),
+            format!("No monitor with id '{exact}'")
+        );
+    }
+}

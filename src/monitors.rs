@@ -1,0 +1,334 @@
+//! The monitors on QEMU's `mon_list`, and the steps that create, list
+//! and remove them.
+//!
+//! Threads: everything here runs in the main loop thread with the BQL
+//! (QMP command handlers run there, outside coroutine context), except
+//! the closures given to [`RemovedMonitor::in_home_context`], which run
+//! in the monitor I/O thread when the monitor's chardev lives there.
+
+use std::ffi::{c_void, CStr};
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+
+use crate::bindings as sys;
+use crate::errors::MonitorError;
+use crate::qemu::{run_in, MutexGuard};
+use crate::removal::{DetachTo, Plan, AFTER_REPLY};
+
+/// Holds `monitor_lock`, which protects `mon_list` and the `id`,
+/// `serial`, `dynamic` and `dead` fields of the monitors on it.
+pub struct MonitorList {
+    // The lock must be released by the thread that took it.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl MonitorList {
+    pub fn lock() -> Self {
+        // SAFETY: monitor_lock is initialised at startup, before any QMP
+        // command can run, and no caller holds it already.
+        unsafe { sys::qmh_monitor_lock() };
+        MonitorList { _not_send: PhantomData }
+    }
+
+    /// The live monitors, in `mon_list` order (not creation order: the
+    /// dispatcher moves a monitor to the end when it serves it).
+    pub fn iter(&self) -> impl Iterator<Item = MonitorRef<'_>> {
+        // SAFETY: we hold monitor_lock.
+        let first = unsafe { sys::qmh_mon_list_first() };
+        std::iter::successors(NonNull::new(first), |m| {
+            // SAFETY: m is on mon_list and we hold monitor_lock.
+            NonNull::new(unsafe { sys::qmh_mon_list_next(m.as_ptr()) })
+        })
+        .map(|ptr| MonitorRef { ptr, _list: PhantomData })
+    }
+
+    pub fn find(&self, id: &CStr) -> Option<MonitorRef<'_>> {
+        self.iter().find(|m| m.id() == id)
+    }
+
+    /// Removal step 1: mark the QMP monitor `id` dead and take it off
+    /// `mon_list`.  From here on no event broadcast and no dispatcher
+    /// pop reaches it, since both walk `mon_list` under this lock.
+    pub fn unlink(&self, id: &CStr) -> Result<RemovedMonitor, MonitorError> {
+        let name = || id.to_string_lossy().into_owned();
+        let mon = self.find(id).ok_or_else(|| MonitorError::NoSuchMonitor(name()))?;
+        if !mon.is_qmp() {
+            return Err(MonitorError::NotQmp(name()));
+        }
+        let ptr = mon.ptr.as_ptr();
+        // SAFETY: ptr is on mon_list and we hold monitor_lock, which
+        // protects both the list and the dead flag.
+        unsafe {
+            (*ptr).dead = true;
+            sys::qmh_mon_list_remove(ptr);
+        }
+        Ok(RemovedMonitor { mon: mon.ptr })
+    }
+
+    /// Flags a monitor monitor-add just created.
+    pub fn mark_dynamic(&self, mon: NonNull<sys::Monitor>) {
+        if let Some(m) = self.iter().find(|m| m.ptr == mon) {
+            // SAFETY: m is on mon_list and we hold monitor_lock.
+            unsafe { (*m.ptr.as_ptr()).dynamic = true };
+        }
+    }
+}
+
+impl Drop for MonitorList {
+    fn drop(&mut self) {
+        // SAFETY: lock() took monitor_lock in this thread.
+        unsafe { sys::qmh_monitor_unlock() };
+    }
+}
+
+/// A monitor on `mon_list`, valid while the list is locked.
+#[derive(Clone, Copy)]
+pub struct MonitorRef<'a> {
+    ptr: NonNull<sys::Monitor>,
+    _list: PhantomData<&'a MonitorList>,
+}
+
+impl<'a> MonitorRef<'a> {
+    fn raw(&self) -> *mut sys::Monitor {
+        self.ptr.as_ptr()
+    }
+
+    pub fn id(&self) -> &'a CStr {
+        // SAFETY: every monitor on mon_list has a non-NULL id, immutable
+        // while it is on the list, which the borrow of MonitorList keeps.
+        unsafe { CStr::from_ptr((*self.raw()).id) }
+    }
+
+    pub fn is_qmp(&self) -> bool {
+        // SAFETY: is_qmp is set at creation and never changes.
+        unsafe { (*self.raw()).is_qmp }
+    }
+
+    pub fn is_dynamic(&self) -> bool {
+        // SAFETY: written only under monitor_lock, which we hold.
+        unsafe { (*self.raw()).dynamic }
+    }
+
+    pub fn serial(&self) -> u64 {
+        // SAFETY: set before the monitor joined mon_list; immutable.
+        unsafe { (*self.raw()).serial }
+    }
+
+    pub fn mode(&self) -> sys::MonitorMode {
+        if self.is_qmp() {
+            sys::MonitorMode_MONITOR_MODE_CONTROL
+        } else {
+            sys::MonitorMode_MONITOR_MODE_READLINE
+        }
+    }
+
+    /// The label of the monitor's chardev ("" for an unnamed one, such
+    /// as the gdbstub's internal chardev).
+    pub fn chardev_label(&self) -> &'a CStr {
+        // SAFETY: a monitor on mon_list keeps its chardev attached; the
+        // chardev cannot be removed while it has a frontend.
+        let label = unsafe { sys::qmh_chr_label((*self.raw()).chr.chr) };
+        if label.is_null() {
+            c""
+        } else {
+            // SAFETY: a chardev's label is a C string that lives as long
+            // as the chardev.
+            unsafe { CStr::from_ptr(label) }
+        }
+    }
+}
+
+/// A QMP monitor taken off `mon_list` by monitor-remove.  Only its owner
+/// can reach it: monitor-remove, or, when the monitor removed itself, the
+/// QMP dispatcher, which hands it back through the release hook.
+pub struct RemovedMonitor {
+    mon: NonNull<sys::Monitor>,
+}
+
+impl RemovedMonitor {
+    fn raw(&self) -> *mut sys::Monitor {
+        self.mon.as_ptr()
+    }
+
+    /// Is this the monitor whose command is running?
+    pub fn is_current(&self) -> bool {
+        // SAFETY: monitor_cur only looks up the current coroutine.
+        unsafe { sys::monitor_cur() == self.raw() }
+    }
+
+    fn uses_io_thread(&self) -> bool {
+        // SAFETY: set at creation and never changes.
+        unsafe { (*self.raw()).use_io_thread }
+    }
+
+    /// Runs `f` in the thread that runs the chardev's handlers, so that
+    /// it cannot race with them: the monitor I/O thread, or this one.
+    fn in_home_context(&self, f: impl FnOnce(&Self)) {
+        if self.uses_io_thread() {
+            // SAFETY: mon_iothread exists while an I/O-thread monitor does.
+            let ctx = unsafe { sys::iothread_get_aio_context(sys::mon_iothread) };
+            // The main thread waits in run_in and does not touch the
+            // monitor meanwhile, so lending it to the I/O thread is safe.
+            run_in(ctx, || f(self));
+        } else {
+            f(self);
+        }
+    }
+
+    /// Step 2: cancel a pending out_watch, on the chardev's context,
+    /// which is still the one the watch was attached to.
+    fn cancel_out_watch(&self) {
+        let m = self.raw();
+        // SAFETY: mon_lock lives as long as the monitor; not held here.
+        let _guard = unsafe { MutexGuard::lock(&raw mut (*m).mon_lock) };
+        // SAFETY: out_watch is protected by mon_lock, which we hold, and
+        // the chardev stays attached until monitor_data_destroy.
+        unsafe {
+            let tag = (*m).out_watch;
+            if tag != 0 {
+                let ctx = sys::qmh_chr_gcontext((*m).chr.chr);
+                let src = glib_sys::g_main_context_find_source_by_id(ctx.cast(), tag);
+                if !src.is_null() {
+                    glib_sys::g_source_destroy(src);
+                }
+                (*m).out_watch = 0;
+            }
+        }
+    }
+
+    /// Step 3: detach the chardev handlers.
+    fn detach_handlers(&self, to: DetachTo) {
+        let ctx = match to {
+            // SAFETY: as in in_home_context.
+            DetachTo::OwnContext if self.uses_io_thread() => unsafe {
+                sys::iothread_get_g_main_context(sys::mon_iothread)
+            },
+            _ => ptr::null_mut(),
+        };
+        // SAFETY: the frontend is initialised; we run in its home thread.
+        unsafe {
+            sys::qemu_chr_fe_set_handlers(
+                &raw mut (*self.raw()).chr,
+                None,
+                None,
+                None,
+                None,
+                ptr::null_mut(),
+                ctx.cast(),
+                true,
+            )
+        };
+    }
+
+    fn flush(&self) {
+        // SAFETY: a live monitor; monitor_flush takes mon_lock itself.
+        unsafe { sys::monitor_flush(self.raw()) };
+    }
+
+    fn disconnect(&self) {
+        // SAFETY: the handlers are detached and back on the main loop.
+        unsafe { sys::qemu_chr_fe_disconnect(&raw mut (*self.raw()).chr) };
+    }
+
+    /// Step 4: drop requests a read already parsed into the queue.
+    fn drain_requests(&self) {
+        // SAFETY: a QMP monitor; the function takes qmp_queue_lock.
+        unsafe { sys::monitor_qmp_cleanup_queue_and_resume(sys::qmh_monitor_qmp(self.raw())) };
+    }
+
+    /// Step 5, now: free everything the monitor owns.
+    fn destroy(self) {
+        let m = self.raw();
+        // SAFETY: nothing else can reach the monitor (off mon_list, no
+        // handlers, no out_watch, empty queue); a MonitorQMP was
+        // g_new0'd with `common` first, so m is the allocation.
+        unsafe {
+            sys::monitor_data_destroy(m);
+            glib_sys::g_free(m.cast());
+        }
+    }
+
+    /// Step 5, deferred: the dispatcher holds the request being answered
+    /// and calls `monitor_qmp_release_removed` after the reply.
+    fn leave_to_dispatcher(self) {
+        std::mem::forget(self);
+    }
+
+    /// Steps 2 to 5, as `plan` says.
+    fn finish(self, plan: Plan) {
+        self.in_home_context(|m| {
+            if plan == AFTER_REPLY {
+                m.flush();
+            }
+            m.cancel_out_watch();
+            m.detach_handlers(plan.detach_to);
+        });
+        if plan.disconnect_now {
+            self.disconnect();
+        }
+        self.drain_requests();
+        if plan.free_now {
+            self.destroy();
+        } else {
+            self.leave_to_dispatcher();
+        }
+    }
+}
+
+/// monitor-add: a QMP monitor `id` on chardev `chardev`.
+pub fn add(id: &CStr, chardev: &CStr, pretty: bool) -> Result<(), crate::qemu::QmpError> {
+    use crate::qemu::{with_local_err, ChardevRef};
+    let name = |s: &CStr| s.to_string_lossy().into_owned();
+    // SAFETY: id_wellformed only reads the string.
+    if !unsafe { sys::id_wellformed(id.as_ptr()) } {
+        return Err(MonitorError::InvalidId(name(id)).into());
+    }
+    if MonitorList::lock().find(id).is_some() {
+        return Err(MonitorError::IdInUse(name(id)).into());
+    }
+    let chr = ChardevRef::find(chardev).ok_or_else(|| MonitorError::ChardevNotFound(name(chardev)))?;
+    if chr.has_frontend() {
+        return Err(MonitorError::ChardevInUse(name(chardev)).into());
+    }
+    // Only this thread creates monitors at runtime, so the checks above
+    // still hold.  monitor_init_qmp returns with the monitor on mon_list
+    // and its handlers installed, also for I/O-thread monitors.
+    let mon = with_local_err(|errp| {
+        // SAFETY: chr is live, id a C string, errp a fresh slot.
+        unsafe { sys::monitor_init_qmp(chr.as_ptr(), pretty, id.as_ptr(), errp) }
+    })?;
+    if let Some(mon) = NonNull::new(mon) {
+        MonitorList::lock().mark_dynamic(mon);
+    }
+    Ok(())
+}
+
+/// monitor-remove: the five steps of SPEC.md, in order.
+pub fn remove(id: &CStr) -> Result<(), MonitorError> {
+    let mon = MonitorList::lock().unlink(id)?; // step 1
+    let plan = Plan::new(mon.is_current());
+    mon.finish(plan); // steps 2-5
+    Ok(())
+}
+
+/// Called by the dispatcher, in coroutine context, once the reply to a
+/// monitor's own monitor-remove is written.  Waiting for the I/O thread
+/// is not allowed in a coroutine, so finish in a bottom half of the
+/// main loop's iohandler context, as the dispatcher's own bottom halves.
+pub fn release_after_reply(mon: NonNull<sys::Monitor>) {
+    unsafe extern "C" fn release_bh(opaque: *mut c_void) {
+        if let Some(mon) = NonNull::new(opaque.cast::<sys::Monitor>()) {
+            RemovedMonitor { mon }.finish(AFTER_REPLY);
+        }
+    }
+    // SAFETY: the monitor is dead and off mon_list; the bottom half is
+    // its only owner from now on.
+    unsafe {
+        sys::aio_bh_schedule_oneshot_full(
+            sys::iohandler_get_aio_context(),
+            Some(release_bh),
+            mon.as_ptr().cast(),
+            c"monitor_qmp_release_removed".as_ptr(),
+        )
+    };
+}

@@ -1,0 +1,146 @@
+//! Small safe wrappers over the C pieces of QEMU the commands use: an
+//! `Error **` writer, a `QemuMutex` guard, chardev lookups, and running
+//! a closure in another thread's AioContext.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+
+use foreign_types::{foreign_type, ForeignType};
+
+use crate::bindings as sys;
+use crate::errors::MonitorError;
+
+foreign_type! {
+    /// An `Error *` that QEMU created and we own until we hand it on.
+    pub unsafe type QemuError {
+        type CType = sys::Error;
+        fn drop = sys::error_free;
+    }
+}
+
+/// Any error a command reports.
+pub enum QmpError {
+    Monitor(MonitorError),
+    Qemu(QemuError),
+}
+
+impl From<MonitorError> for QmpError {
+    fn from(e: MonitorError) -> Self {
+        QmpError::Monitor(e)
+    }
+}
+
+/// Hands the outcome of a command to C: the value, or the error written
+/// to `errp` (which may be NULL, as QAPI allows).
+///
+/// # Safety
+/// `errp` is NULL or a valid `Error **` whose `*errp` is NULL.
+pub unsafe fn result_to_errp<T>(res: Result<T, QmpError>, errp: *mut *mut sys::Error) -> Option<T> {
+    match res {
+        Ok(v) => Some(v),
+        Err(QmpError::Qemu(err)) => {
+            // SAFETY: errp is NULL or valid per the contract; error_propagate
+            // takes ownership of the Error we release here.
+            unsafe { sys::error_propagate(errp, err.into_ptr()) };
+            None
+        }
+        Err(QmpError::Monitor(err)) => {
+            // Ids come from C strings, so a message has no NUL; be safe anyway.
+            let msg = CString::new(err.to_string().replace('\0', "")).unwrap_or_default();
+            // SAFETY: errp as above; qmh_error_set copies the message.
+            unsafe { sys::qmh_error_set(errp, msg.as_ptr()) };
+            None
+        }
+    }
+}
+
+/// Calls `f` with a fresh `Error *` slot and turns a set error into `Err`.
+pub fn with_local_err<T>(f: impl FnOnce(*mut *mut sys::Error) -> T) -> Result<T, QmpError> {
+    let mut err: *mut sys::Error = ptr::null_mut();
+    let v = f(&mut err);
+    match NonNull::new(err) {
+        None => Ok(v),
+        // SAFETY: f's C callee set err to an Error it allocated and gave us.
+        Some(e) => Err(QmpError::Qemu(unsafe { QemuError::from_ptr(e.as_ptr()) })),
+    }
+}
+
+/// The C string argument `p` of a QAPI command, which QAPI guarantees.
+///
+/// # Safety
+/// `p` is a valid NUL-terminated string that outlives `'a`.
+pub unsafe fn arg<'a>(p: *const c_char) -> &'a CStr {
+    // SAFETY: per the contract.
+    unsafe { CStr::from_ptr(p) }
+}
+
+/// Holds a `QemuMutex` until dropped.
+pub struct MutexGuard<'a> {
+    mutex: *mut sys::QemuMutex,
+    _lifetime: PhantomData<&'a sys::QemuMutex>,
+}
+
+impl MutexGuard<'_> {
+    /// # Safety
+    /// `mutex` is an initialised `QemuMutex` that outlives the guard and
+    /// is not held by this thread.
+    pub unsafe fn lock(mutex: *mut sys::QemuMutex) -> Self {
+        // SAFETY: per the contract.
+        unsafe { sys::qmh_mutex_lock(mutex) };
+        MutexGuard { mutex, _lifetime: PhantomData }
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we locked it in lock() and have not unlocked it since.
+        unsafe { sys::qmh_mutex_unlock(self.mutex) };
+    }
+}
+
+/// A chardev, found by its label.  Chardevs are created and deleted in
+/// the main loop thread only, where the commands run.
+#[derive(Clone, Copy)]
+pub struct ChardevRef(NonNull<sys::Chardev>);
+
+impl ChardevRef {
+    pub fn find(label: &CStr) -> Option<Self> {
+        // SAFETY: qemu_chr_find only reads the label; main loop thread.
+        NonNull::new(unsafe { sys::qemu_chr_find(label.as_ptr()) }).map(ChardevRef)
+    }
+
+    pub fn as_ptr(self) -> *mut sys::Chardev {
+        self.0.as_ptr()
+    }
+
+    pub fn has_frontend(self) -> bool {
+        // SAFETY: a live chardev (see the type's comment).
+        unsafe { sys::qmh_chr_has_frontend(self.as_ptr()) }
+    }
+}
+
+/// Runs `f` in the thread that owns `ctx` and waits for it.  Must be
+/// called from the main loop thread outside coroutine context
+/// (aio_wait_bh_oneshot's rule).
+pub fn run_in<F: FnOnce()>(ctx: *mut sys::AioContext, f: F) {
+    unsafe extern "C" fn trampoline<G: FnOnce()>(opaque: *mut c_void) {
+        // SAFETY: opaque is the &mut Option<F> below, which outlives the
+        // wait, and only this bottom half touches it meanwhile.
+        let slot = unsafe { &mut *opaque.cast::<Option<G>>() };
+        if let Some(f) = slot.take() {
+            f();
+        }
+    }
+    let mut slot = Some(f);
+    let opaque = ptr::from_mut(&mut slot).cast::<c_void>();
+    // SAFETY: the bottom half runs trampoline::<F> once with a pointer
+    // to `slot`, and aio_wait_bh_oneshot returns only after it ran.
+    unsafe { sys::aio_wait_bh_oneshot(ctx, Some(trampoline::<F>), opaque) };
+}
+
+/// `s` copied into g_malloc'd memory, for QAPI to g_free.
+pub fn g_strdup(s: &CStr) -> *mut c_char {
+    // SAFETY: s is a valid C string; g_strdup copies it.
+    unsafe { glib_sys::g_strdup(s.as_ptr()) }
+}

@@ -1,0 +1,68 @@
+/*
+ * C helpers for what Rust cannot call directly: macros (locks, QTAILQ,
+ * container_of, error_setg) and fields of structs that bindgen is told
+ * to keep opaque.  Each is a one-liner; all logic lives in Rust.
+ */
+#include "wrapper.h"
+
+void qmh_monitor_lock(void)
+{
+    qemu_mutex_lock(&monitor_lock);
+}
+
+void qmh_monitor_unlock(void)
+{
+    qemu_mutex_unlock(&monitor_lock);
+}
+
+void qmh_mutex_lock(QemuMutex *mutex)
+{
+    qemu_mutex_lock(mutex);
+}
+
+void qmh_mutex_unlock(QemuMutex *mutex)
+{
+    qemu_mutex_unlock(mutex);
+}
+
+/* mon_list walkers: caller holds monitor_lock */
+Monitor *qmh_mon_list_first(void)
+{
+    return QTAILQ_FIRST(&mon_list);
+}
+
+Monitor *qmh_mon_list_next(Monitor *mon)
+{
+    return QTAILQ_NEXT(mon, entry);
+}
+
+void qmh_mon_list_remove(Monitor *mon)
+{
+    QTAILQ_REMOVE(&mon_list, mon, entry);
+}
+
+MonitorQMP *qmh_monitor_qmp(Monitor *mon)
+{
+    assert(monitor_is_qmp(mon));
+    return container_of(mon, MonitorQMP, common);
+}
+
+void qmh_error_set(Error **errp, const char *msg)
+{
+    error_setg(errp, "%s", msg);
+}
+
+const char *qmh_chr_label(Chardev *chr)
+{
+    return chr->label;
+}
+
+bool qmh_chr_has_frontend(Chardev *chr)
+{
+    return chr->fe != NULL;
+}
+
+GMainContext *qmh_chr_gcontext(Chardev *chr)
+{
+    return chr->gcontext;
+}

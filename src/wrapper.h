@@ -1,0 +1,39 @@
+/*
+ * The QEMU API the Rust side uses, for bindgen and for shim.c.
+ * qemu/osdep.h must come first, as in every QEMU source file.
+ */
+#include "qemu/osdep.h"
+
+#include "block/aio-wait.h"
+#include "chardev/char.h"
+#include "chardev/char-fe.h"
+#include "monitor/monitor.h"
+#include "monitor/monitor-internal.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-control.h"
+#include "qemu/id.h"
+#include "qemu/main-loop.h"
+#include "system/iothread.h"
+
+/*
+ * Types of the functions QEMU calls in the Rust code, as QAPI generated
+ * them.  src/commands.rs asserts that its definitions have these types.
+ */
+typedef __typeof__(&qmp_monitor_add) qmh_qmp_monitor_add_fn;
+typedef __typeof__(&qmp_monitor_remove) qmh_qmp_monitor_remove_fn;
+typedef __typeof__(&qmp_query_monitors) qmh_qmp_query_monitors_fn;
+typedef __typeof__(&monitor_qmp_release_removed) qmh_release_removed_fn;
+
+/* shim.c: macros and static inline functions, made callable */
+void qmh_monitor_lock(void);
+void qmh_monitor_unlock(void);
+void qmh_mutex_lock(QemuMutex *mutex);
+void qmh_mutex_unlock(QemuMutex *mutex);
+Monitor *qmh_mon_list_first(void);
+Monitor *qmh_mon_list_next(Monitor *mon);
+void qmh_mon_list_remove(Monitor *mon);
+MonitorQMP *qmh_monitor_qmp(Monitor *mon);
+void qmh_error_set(Error **errp, const char *msg);
+const char *qmh_chr_label(Chardev *chr);
+bool qmh_chr_has_frontend(Chardev *chr);
+GMainContext *qmh_chr_gcontext(Chardev *chr);
