@@ -80,7 +80,8 @@ fn shell_split(cmd: &str) -> Vec<String> {
 
 /// Types Rust only passes by pointer (or, for QemuMutex, embeds without
 /// looking inside): bindgen keeps their size and alignment, not fields.
-const OPAQUE: &str = "Chardev|MonitorQMP|QEMUBH|IOThread|AioContext|Coroutine|Error|QemuMutex";
+const OPAQUE: &str =
+    "Chardev|MonitorQMP|QEMUBH|IOThread|AioContext|Coroutine|Error|QemuMutex|QIOChannel";
 
 fn main() {
     let src = required_dir("QEMU_SRC_DIR");
@@ -124,7 +125,7 @@ fn main() {
              |monitor_qmp_cleanup_queue_and_resume|qemu_chr_find\
              |qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
              |iothread_get_aio_context|iothread_get_g_main_context\
-             |aio_wait_bh_oneshot|id_wellformed",
+             |aio_wait_bh_oneshot|id_wellformed|qio_channel_read",
         )
         .allowlist_type(OPAQUE)
         .opaque_type(OPAQUE)

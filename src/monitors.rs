@@ -225,9 +225,30 @@ impl RemovedMonitor {
         unsafe { sys::monitor_flush(self.raw()) };
     }
 
+    /// Drops the client.  Input the monitor never read (at least the
+    /// newline after the last command, which a suspended monitor leaves
+    /// in the socket) is read and discarded first: closing a socket with
+    /// unread input resets the connection, and over TCP a reset can
+    /// destroy the reply the client was still owed.
     fn disconnect(&self) {
-        // SAFETY: the handlers are detached and back on the main loop.
-        unsafe { sys::qemu_chr_fe_disconnect(&raw mut (*self.raw()).chr) };
+        const DRAIN_MAX: usize = 1 << 20;
+        // SAFETY: the handlers are detached and back on the main loop,
+        // so this thread alone uses the chardev and its channel.
+        unsafe {
+            let chr = &raw mut (*self.raw()).chr;
+            let ioc = sys::qmh_chr_socket_channel((*chr).chr);
+            let mut buf = [0u8; 4096];
+            let mut drained = 0;
+            while !ioc.is_null() && drained < DRAIN_MAX {
+                // Non-blocking: stops at QIO_CHANNEL_ERR_BLOCK, EOF or error.
+                let n = sys::qio_channel_read(ioc, buf.as_mut_ptr().cast(), buf.len(), ptr::null_mut());
+                if n <= 0 {
+                    break;
+                }
+                drained += n.unsigned_abs();
+            }
+            sys::qemu_chr_fe_disconnect(chr);
+        }
     }
 
     /// Step 4: drop requests a read already parsed into the queue.

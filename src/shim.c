@@ -66,3 +66,12 @@ GMainContext *qmh_chr_gcontext(Chardev *chr)
 {
     return chr->gcontext;
 }
+
+/* The connected client channel of a socket chardev, or NULL */
+QIOChannel *qmh_chr_socket_channel(Chardev *chr)
+{
+    SocketChardev *s = (SocketChardev *)
+        object_dynamic_cast(OBJECT(chr), TYPE_CHARDEV_SOCKET);
+
+    return s && s->state == TCP_CHARDEV_STATE_CONNECTED ? s->ioc : NULL;
+}

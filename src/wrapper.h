@@ -7,6 +7,8 @@
 #include "block/aio-wait.h"
 #include "chardev/char.h"
 #include "chardev/char-fe.h"
+#include "chardev/char-socket.h"
+#include "io/channel.h"
 #include "monitor/monitor.h"
 #include "monitor/monitor-internal.h"
 #include "qapi/error.h"
@@ -37,3 +39,4 @@ void qmh_error_set(Error **errp, const char *msg);
 const char *qmh_chr_label(Chardev *chr);
 bool qmh_chr_has_frontend(Chardev *chr);
 GMainContext *qmh_chr_gcontext(Chardev *chr);
+QIOChannel *qmh_chr_socket_channel(Chardev *chr);

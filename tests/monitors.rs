@@ -1,0 +1,192 @@
+//! End-to-end tests of monitor-add, monitor-remove and query-monitors
+//! against the patched QEMU in build/bin, over real sockets and ptys:
+//! what the C qtest reaches poorly (threads, OOB, events, fd passing,
+//! the systemd-vmspawn flow, exit with dynamic monitors attached).
+
+mod common;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use common::{owned, Qemu, Qmp};
+use serde_json::json;
+
+#[test]
+fn socket_monitor_runs_in_io_thread_with_oob() {
+    let mut qemu = Qemu::start(&[]);
+    qemu.add_socket_chardev("c1");
+    qemu.monitor_add("m1", "c1");
+    let mut client = Qmp::connect(&qemu.sock("c1"));
+    assert_eq!(client.handshake(&["oob"]), ["oob"]);
+    // query-yank allows OOB: it runs in the I/O thread right away.
+    let rsp = client.call(json!({"exec-oob": "query-yank", "id": "oob-1"}));
+    assert_eq!(rsp["id"], "oob-1");
+    assert!(rsp["return"].is_array(), "{rsp}");
+    // A command that does not allow OOB is refused, as on any monitor.
+    let rsp = client.call(json!({"exec-oob": "query-name", "id": 2}));
+    assert_eq!(rsp["error"]["desc"], "The command query-name does not support OOB");
+    qemu.monitor_remove("m1");
+    client.expect_eof();
+    assert!(qemu.quit().success());
+}
+
+/// Opens the pty of a pty chardev in raw mode.
+fn open_pty(path: &str) -> OwnedFd {
+    let c = std::ffi::CString::new(path).expect("path");
+    // SAFETY: plain libc calls on a fresh fd.
+    unsafe {
+        let fd = owned(libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY));
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(fd.as_raw_fd(), &mut t), 0);
+        libc::cfmakeraw(&mut t);
+        assert_eq!(libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &t), 0);
+        fd
+    }
+}
+
+#[test]
+fn pty_monitor_talks_to_a_terminal_client() {
+    let mut qemu = Qemu::start(&[]);
+    let ret = qemu.mgr.ok("chardev-add", json!({"id": "p1", "backend": {"type": "pty", "data": {}}}));
+    let pty = ret["pty"].as_str().expect("pty path").to_owned();
+    qemu.monitor_add("m1", "p1");
+    let mut client = Qmp::from_fd(open_pty(&pty));
+    // Every chardev that can switch contexts runs in the I/O thread.
+    assert_eq!(client.handshake(&[]), ["oob"]);
+    assert_eq!(client.ok("query-name", json!({})), json!({}));
+    assert_eq!(
+        qemu.monitors().last().cloned(),
+        Some(("m1".into(), "control".into(), "p1".into(), true))
+    );
+    qemu.monitor_remove("m1");
+    qemu.mgr.ok("chardev-remove", json!({"id": "p1"}));
+    assert!(qemu.quit().success());
+}
+
+#[test]
+fn ringbuf_monitor_runs_in_main_loop() {
+    let mut qemu = Qemu::start(&[]);
+    qemu.mgr.ok("chardev-add", json!({"id": "r1", "backend": {"type": "ringbuf", "data": {"size": 4096}}}));
+    qemu.monitor_add("m1", "r1");
+    // The greeting went into the ring buffer: no OOB off the I/O thread.
+    let out = qemu.mgr.ok("ringbuf-read", json!({"device": "r1", "size": 4096}));
+    let greeting: serde_json::Value = serde_json::from_str(out.as_str().expect("text").trim()).expect("JSON");
+    assert_eq!(greeting["QMP"]["capabilities"], json!([]));
+    qemu.monitor_remove("m1");
+    qemu.mgr.err("monitor-remove", json!({"id": "m1"}), "No monitor with id 'm1'");
+    qemu.mgr.ok("chardev-remove", json!({"id": "r1"}));
+    assert_eq!(qemu.ids(), ["compat_monitor0"]);
+    assert!(qemu.quit().success());
+}
+
+#[test]
+fn self_removal_answers_earlier_requests_then_closes() {
+    let mut qemu = Qemu::start(&[]);
+    let mut client = qemu.dynamic_client("m1", &[]);
+    // One write: the request before the removal is answered, the
+    // removal too, and the one after it is dropped with the connection.
+    client.send_raw(concat!(
+        r#"{"execute": "query-name", "id": 1}"#, "\n",
+        r#"{"execute": "monitor-remove", "arguments": {"id": "m1"}, "id": 2}"#, "\n",
+        r#"{"execute": "query-status", "id": 3}"#, "\n",
+    ));
+    assert_eq!(client.recv_reply().expect("reply 1"), json!({"return": {}, "id": 1}));
+    assert_eq!(client.recv_reply().expect("reply 2"), json!({"return": {}, "id": 2}));
+    client.expect_eof();
+    assert_eq!(qemu.ids(), ["compat_monitor0"]);
+    assert!(qemu.quit().success());
+}
+
+#[test]
+fn events_reach_dynamic_monitors_until_removed() {
+    let mut qemu = Qemu::start(&[]);
+    let mut a = qemu.dynamic_client("a", &[]);
+    let mut b = qemu.dynamic_client("b", &[]);
+    qemu.mgr.ok("stop", json!({}));
+    // A command round trip orders the event before the reply.
+    for c in [&mut a, &mut b] {
+        c.ok("query-name", json!({}));
+        let names: Vec<_> = c.events.iter().map(|e| e["event"].clone()).collect();
+        assert_eq!(names, [json!("STOP")]);
+    }
+    qemu.monitor_remove("b");
+    qemu.mgr.ok("cont", json!({}));
+    a.ok("query-name", json!({}));
+    assert_eq!(a.events.last().expect("event")["event"], "RESUME");
+    b.expect_eof();
+    assert_eq!(b.events.len(), 1, "b got events after removal: {:?}", b.events);
+    assert!(qemu.quit().success());
+}
+
+#[test]
+fn getfd_fds_are_closed_with_their_monitor() {
+    let mut qemu = Qemu::start(&[]);
+    let mut client = qemu.dynamic_client("m1", &[]);
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the array with two fresh fds.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (owned(fds[0]), owned(fds[1]));
+    let before = qemu.fds();
+    client.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": "f1"}}), wr.as_raw_fd());
+    assert_eq!(client.recv_reply().expect("getfd reply"), json!({"return": {}}));
+    let pipe = std::fs::read_link(format!("/proc/self/fd/{}", wr.as_raw_fd())).expect("link");
+    let pipe = pipe.display().to_string();
+    assert_eq!(qemu.fds().iter().filter(|f| **f == pipe).count(), 1);
+    qemu.monitor_remove("m1");
+    client.expect_eof();
+    assert_eq!(qemu.fds().iter().filter(|f| **f == pipe).count(), 0);
+    // Only the client connection is gone (the chardev still listens).
+    assert_eq!(qemu.fds().len(), before.len() - 1, "{before:?}");
+    drop((rd, wr));
+    assert!(qemu.quit().success());
+}
+
+#[test]
+fn vmspawn_flow_over_socketpair() {
+    let mut qemu = Qemu::start(&[]);
+    let mut sv = [0; 2];
+    // SAFETY: socketpair fills the array with two fresh fds.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
+    let (ours, theirs) = (owned(sv[0]), owned(sv[1]));
+    qemu.mgr.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": "vmspawn0"}}), theirs.as_raw_fd());
+    assert_eq!(qemu.mgr.recv_reply().expect("getfd"), json!({"return": {}}));
+    drop(theirs);
+    qemu.mgr.ok(
+        "chardev-add",
+        json!({"id": "vmspawn0", "backend": {"type": "socket", "data": {
+            "addr": {"type": "fd", "data": {"str": "vmspawn0"}}, "server": false}}}),
+    );
+    qemu.monitor_add("vmspawn0", "vmspawn0");
+    let mut client = Qmp::from_fd(ours);
+    assert_eq!(client.handshake(&[]), ["oob"]);
+    assert_eq!(client.ok("query-status", json!({}))["status"], "running");
+    qemu.monitor_remove("vmspawn0");
+    qemu.mgr.ok("chardev-remove", json!({"id": "vmspawn0"}));
+    client.expect_eof();
+    assert_eq!(qemu.ids(), ["compat_monitor0"]);
+    assert!(qemu.quit().success());
+}
+
+#[test]
+fn quit_with_dynamic_monitors_attached() {
+    let mut qemu = Qemu::start(&[]);
+    let mut a = qemu.dynamic_client("a", &["oob"]);
+    let mut b = qemu.dynamic_client("b", &[]);
+    qemu.add_socket_chardev("idle");
+    qemu.monitor_add("c", "idle");
+    assert_eq!(qemu.ids(), ["compat_monitor0", "a", "b", "c"]);
+    let status = qemu.quit();
+    assert!(status.success(), "{status}");
+    a.expect_eof();
+    b.expect_eof();
+}
+
+#[test]
+fn storage_daemon_has_the_commands() {
+    let mut qsd = Qemu::start_storage_daemon(&[]);
+    assert_eq!(qsd.monitors(), [("compat_monitor0".into(), "control".into(), "mgr".into(), false)]);
+    let mut client = qsd.dynamic_client("m1", &[]);
+    assert_eq!(client.ok("query-monitors", json!({})).as_array().map(Vec::len), Some(2));
+    qsd.monitor_remove("m1");
+    client.expect_eof();
+    assert!(qsd.quit().success());
+}

@@ -1,0 +1,343 @@
+/*
+ * QTest for runtime QMP monitors: monitor-add, monitor-remove and
+ * query-monitors.
+ *
+ * Each test starts QEMU with libqtest's own QMP monitor (an anonymous
+ * "-mon", so its id is generated) and drives the commands through it,
+ * while separate client sockets talk to the monitors being added and
+ * removed.
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or later.
+ * See the COPYING file in the top-level directory.
+ */
+
+#include "qemu/osdep.h"
+#include <sys/socket.h>
+#include <sys/un.h>
+#include "libqtest.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "qobject/qstring.h"
+
+typedef struct {
+    QTestState *qts;
+    char *dir;
+} Fixture;
+
+static char *sock_path(Fixture *f, const char *name)
+{
+    return g_strdup_printf("%s/%s.sock", f->dir, name);
+}
+
+/* Start QEMU with @extra, where %s in @extra is the socket directory. */
+static void start(Fixture *f, const char *extra)
+{
+    g_autofree char *args = NULL;
+
+    f->dir = g_dir_make_tmp("qmh-qtest-XXXXXX", NULL);
+    g_assert(f->dir);
+    args = g_strdup_printf(extra ? extra : "", f->dir, f->dir, f->dir);
+    f->qts = qtest_initf("-M none %s", args);
+}
+
+static void stop(Fixture *f)
+{
+    GDir *dir;
+    const char *name;
+
+    qtest_quit(f->qts);
+    dir = g_dir_open(f->dir, 0, NULL);
+    while (dir && (name = g_dir_read_name(dir))) {
+        g_autofree char *path = g_build_filename(f->dir, name, NULL);
+        unlink(path);
+    }
+    g_dir_close(dir);
+    rmdir(f->dir);
+    g_free(f->dir);
+}
+
+static void add_socket_chardev(Fixture *f, const char *id)
+{
+    g_autofree char *path = sock_path(f, id);
+
+    qtest_qmp_assert_success(f->qts,
+        "{'execute': 'chardev-add', 'arguments': {'id': %s, 'backend':"
+        " {'type': 'socket', 'data': {'addr': {'type': 'unix',"
+        " 'data': {'path': %s}}, 'server': true, 'wait': false}}}}",
+        id, path);
+}
+
+static QDict *monitor_add(Fixture *f, const char *id, const char *chardev)
+{
+    return qtest_qmp(f->qts, "{'execute': 'monitor-add',"
+                     " 'arguments': {'id': %s, 'chardev': %s}}", id, chardev);
+}
+
+static QDict *monitor_remove(Fixture *f, const char *id)
+{
+    return qtest_qmp(f->qts, "{'execute': 'monitor-remove',"
+                     " 'arguments': {'id': %s}}", id);
+}
+
+/* Assert @rsp is a GenericError saying exactly @desc. */
+static void assert_error(QDict *rsp, const char *desc)
+{
+    QDict *error = qdict_get_qdict(rsp, "error");
+
+    g_assert(error);
+    g_assert_cmpstr(qdict_get_str(error, "class"), ==, "GenericError");
+    g_assert_cmpstr(qdict_get_str(error, "desc"), ==, desc);
+    qobject_unref(rsp);
+}
+
+static void assert_ok(QDict *rsp)
+{
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+}
+
+static int connect_client(Fixture *f, const char *chardev)
+{
+    g_autofree char *path = sock_path(f, chardev);
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    g_assert(fd >= 0);
+    g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
+    return fd;
+}
+
+/* Read the greeting and negotiate; return the greeting's capabilities. */
+static QList *handshake(int fd)
+{
+    QDict *greeting = qmp_fd_receive(fd);
+    QList *caps = qdict_get_qlist(qdict_get_qdict(greeting, "QMP"),
+                                  "capabilities");
+    QDict *rsp;
+
+    g_assert(caps);
+    qobject_ref(caps);
+    qobject_unref(greeting);
+
+    rsp = qmp_fd(fd, "{'execute': 'query-name'}");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(rsp, "error"), "class"),
+                    ==, "CommandNotFound");
+    qobject_unref(rsp);
+    assert_ok(qmp_fd(fd, "{'execute': 'qmp_capabilities'}"));
+    return caps;
+}
+
+/*
+ * The peer closed the connection with nothing left to read but the line
+ * end after the last reply (qmp_fd_receive() stops at the closing brace).
+ */
+static void assert_eof(int fd)
+{
+    char c;
+    ssize_t n;
+
+    while ((n = recv(fd, &c, 1, 0)) == 1) {
+        g_assert(c == '\r' || c == '\n');
+    }
+    g_assert_cmpint(n, ==, 0);
+    close(fd);
+}
+
+/* query-monitors, as "id:mode:chardev:dynamic" entries joined by ' '. */
+static char *list_monitors(Fixture *f)
+{
+    QDict *rsp = qtest_qmp(f->qts, "{'execute': 'query-monitors'}");
+    GString *s = g_string_new(NULL);
+    const QListEntry *e;
+
+    for (e = qlist_first(qdict_get_qlist(rsp, "return")); e;
+         e = qlist_next(e)) {
+        QDict *m = qobject_to(QDict, qlist_entry_obj(e));
+
+        g_string_append_printf(s, "%s%s:%s:%s:%s", s->len ? " " : "",
+                               qdict_get_str(m, "id"),
+                               qdict_get_str(m, "mode"),
+                               qdict_get_str(m, "chardev"),
+                               qdict_get_bool(m, "dynamic") ? "dyn" : "cli");
+    }
+    qobject_unref(rsp);
+    return g_string_free(s, false);
+}
+
+#define LIBQTEST_MON "compat_monitor0:control:char0:cli"
+
+static void test_add_talk_remove(void)
+{
+    Fixture f;
+    g_autofree char *before = NULL, *during = NULL, *after = NULL;
+    QList *caps;
+    QDict *rsp;
+    int fd;
+
+    start(&f, NULL);
+    add_socket_chardev(&f, "c1");
+    before = list_monitors(&f);
+    g_assert_cmpstr(before, ==, LIBQTEST_MON);
+
+    assert_ok(monitor_add(&f, "m1", "c1"));
+    during = list_monitors(&f);
+    g_assert_cmpstr(during, ==, LIBQTEST_MON " m1:control:c1:dyn");
+
+    fd = connect_client(&f, "c1");
+    caps = handshake(fd);
+    /* A socket chardev runs in the I/O thread and offers OOB */
+    g_assert_cmpstr(qstring_get_str(qobject_to(QString,
+                    qlist_peek(caps))), ==, "oob");
+    qobject_unref(caps);
+    rsp = qmp_fd(fd, "{'execute': 'query-status'}");
+    g_assert(qdict_haskey(qdict_get_qdict(rsp, "return"), "status"));
+    qobject_unref(rsp);
+
+    assert_ok(monitor_remove(&f, "m1"));
+    assert_eof(fd);
+    after = list_monitors(&f);
+    g_assert_cmpstr(after, ==, LIBQTEST_MON);
+    stop(&f);
+}
+
+static void test_errors(void)
+{
+    Fixture f;
+
+    start(&f, "-chardev socket,id=h0,path=%s/h0.sock,server=on,wait=off "
+              "-mon chardev=h0,mode=readline,id=hmp0");
+    add_socket_chardev(&f, "c1");
+    add_socket_chardev(&f, "c2");
+    assert_ok(monitor_add(&f, "m1", "c1"));
+
+    assert_error(monitor_add(&f, "m1", "c2"),
+                 "Monitor id 'm1' is already in use");
+    assert_error(monitor_add(&f, "compat_monitor0", "c2"),
+                 "Monitor id 'compat_monitor0' is already in use");
+    assert_error(monitor_add(&f, "hmp0", "c2"),
+                 "Monitor id 'hmp0' is already in use");
+    assert_error(monitor_add(&f, "1m", "c2"),
+                 "Invalid monitor id '1m': an id must start with a letter "
+                 "and contain only letters, digits, '-', '.' and '_'");
+    assert_error(monitor_add(&f, "m2", "nope"), "Chardev 'nope' not found");
+    assert_error(monitor_add(&f, "m2", "c1"),
+                 "Chardev 'c1' is already in use by another frontend");
+    assert_error(monitor_add(&f, "m2", "h0"),
+                 "Chardev 'h0' is already in use by another frontend");
+    assert_error(monitor_remove(&f, "nope"), "No monitor with id 'nope'");
+    assert_error(monitor_remove(&f, "hmp0"),
+                 "Monitor 'hmp0' is an HMP monitor; only QMP monitors can "
+                 "be removed");
+    /* A chardev with a monitor cannot go away under it */
+    {
+        QDict *rsp = qtest_qmp(f.qts, "{'execute': 'chardev-remove',"
+                               " 'arguments': {'id': 'c1'}}");
+        g_assert(qdict_haskey(rsp, "error"));
+        qobject_unref(rsp);
+    }
+
+    /* None of the failures created anything */
+    {
+        g_autofree char *list = list_monitors(&f);
+        g_assert_cmpstr(list, ==, LIBQTEST_MON " hmp0:readline:h0:cli"
+                        " m1:control:c1:dyn");
+    }
+    assert_ok(monitor_remove(&f, "m1"));
+    assert_error(monitor_remove(&f, "m1"), "No monitor with id 'm1'");
+    stop(&f);
+}
+
+static void test_readd_and_chardev_remove(void)
+{
+    Fixture f;
+    int fd, i;
+
+    start(&f, NULL);
+    add_socket_chardev(&f, "c1");
+    for (i = 0; i < 3; i++) {
+        assert_ok(monitor_add(&f, "m1", "c1"));
+        fd = connect_client(&f, "c1");
+        qobject_unref(handshake(fd));
+        assert_ok(monitor_remove(&f, "m1"));
+        assert_eof(fd);
+    }
+    /* Removed at once after being added, with no client ever */
+    assert_ok(monitor_add(&f, "m1", "c1"));
+    assert_ok(monitor_remove(&f, "m1"));
+    qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
+                             " 'arguments': {'id': 'c1'}}");
+    stop(&f);
+}
+
+static void test_self_removal(void)
+{
+    Fixture f;
+    g_autofree char *list = NULL;
+    QDict *rsp;
+    int fd;
+
+    start(&f, NULL);
+    add_socket_chardev(&f, "c1");
+    assert_ok(monitor_add(&f, "m1", "c1"));
+    fd = connect_client(&f, "c1");
+    qobject_unref(handshake(fd));
+    rsp = qmp_fd(fd, "{'execute': 'monitor-remove', 'arguments': {'id': 'm1'}}");
+    assert_ok(rsp);
+    assert_eof(fd);
+    list = list_monitors(&f);
+    g_assert_cmpstr(list, ==, LIBQTEST_MON);
+    /* The chardev is free again */
+    assert_ok(monitor_add(&f, "m2", "c1"));
+    stop(&f);
+}
+
+static void test_remove_cli_monitors(void)
+{
+    Fixture f;
+    g_autofree char *before = NULL, *after = NULL;
+    int qmp_fd, mon_fd;
+
+    /*
+     * -qmp names its chardev and monitor "compat_monitor0" while the
+     * command line is parsed, so libqtest's anonymous -mon, which comes
+     * first on the command line and is created first, gets the next
+     * free name, compat_monitor1.
+     */
+    start(&f, "-qmp unix:%s/c0.sock,server=on,wait=off "
+              "-chardev socket,id=c3,path=%s/c3.sock,server=on,wait=off "
+              "-mon chardev=c3,mode=control,id=mymon");
+    before = list_monitors(&f);
+    g_assert_cmpstr(before, ==, "compat_monitor1:control:char0:cli "
+                    "compat_monitor0:control:compat_monitor0:cli "
+                    "mymon:control:c3:cli");
+
+    qmp_fd = connect_client(&f, "c0");
+    qobject_unref(handshake(qmp_fd));
+    mon_fd = connect_client(&f, "c3");
+    qobject_unref(handshake(mon_fd));
+    assert_ok(monitor_remove(&f, "compat_monitor0"));
+    assert_eof(qmp_fd);
+    assert_ok(monitor_remove(&f, "mymon"));
+    assert_eof(mon_fd);
+    after = list_monitors(&f);
+    g_assert_cmpstr(after, ==, "compat_monitor1:control:char0:cli");
+
+    /* Their chardevs stay and can carry new monitors */
+    assert_ok(monitor_add(&f, "mymon", "c3"));
+    assert_ok(monitor_add(&f, "compat_monitor0", "compat_monitor0"));
+    stop(&f);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+
+    qtest_add_func("qmp/monitor-hotplug/add-talk-remove", test_add_talk_remove);
+    qtest_add_func("qmp/monitor-hotplug/errors", test_errors);
+    qtest_add_func("qmp/monitor-hotplug/readd", test_readd_and_chardev_remove);
+    qtest_add_func("qmp/monitor-hotplug/self-removal", test_self_removal);
+    qtest_add_func("qmp/monitor-hotplug/remove-cli", test_remove_cli_monitors);
+
+    return g_test_run();
+}
