@@ -115,9 +115,9 @@ fn main() {
         .blocklist_type("G[A-Z].*")
         .raw_line("#[allow(unused_imports)] use glib_sys::*;")
         .raw_line("#[allow(unused_imports)] use libc::*;")
-        .allowlist_type("Monitor|MonitorInfo|MonitorInfoList|MonitorMode")
+        .allowlist_type("Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction")
         .allowlist_type("qmh_.*_fn")
-        .allowlist_var("mon_iothread")
+        .allowlist_var("mon_iothread|qmp_dispatcher_mon")
         .allowlist_function("qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate")
         .allowlist_function("aio_bh_schedule_oneshot_full|iohandler_get_aio_context")
         .allowlist_function(
@@ -125,7 +125,8 @@ fn main() {
              |monitor_qmp_cleanup_queue_and_resume|qemu_chr_find\
              |qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
              |iothread_get_aio_context|iothread_get_g_main_context\
-             |aio_wait_bh_oneshot|id_wellformed|qio_channel_read",
+             |aio_wait_bh_oneshot|id_wellformed|qio_channel_read\
+             |qmp_chardev_remove|warn_report_err",
         )
         .allowlist_type(OPAQUE)
         .opaque_type(OPAQUE)

@@ -20,6 +20,7 @@ const _: sys::qmh_qmp_monitor_add_fn = Some(qmp_monitor_add);
 const _: sys::qmh_qmp_monitor_remove_fn = Some(qmp_monitor_remove);
 const _: sys::qmh_qmp_query_monitors_fn = Some(qmp_query_monitors);
 const _: sys::qmh_release_removed_fn = Some(monitor_qmp_release_removed);
+const _: sys::qmh_closed_fn = Some(monitor_qmp_closed);
 
 /// # Safety
 /// Called by QAPI's marshaller: valid strings, `errp` NULL or valid.
@@ -29,11 +30,18 @@ pub unsafe extern "C" fn qmp_monitor_add(
     chardev: *const c_char,
     has_pretty: bool,
     pretty: bool,
+    has_close_action: bool,
+    close_action: sys::MonitorQMPCloseAction,
     errp: *mut *mut sys::Error,
 ) {
     // SAFETY: QAPI passes valid, non-NULL strings for mandatory members.
     let (id, chardev) = unsafe { (arg(id), arg(chardev)) };
-    let res = monitors::add(id, chardev, has_pretty && pretty);
+    let close_action = if has_close_action {
+        close_action
+    } else {
+        sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_NONE
+    };
+    let res = monitors::add(id, chardev, has_pretty && pretty, close_action);
     // SAFETY: errp comes from the marshaller.
     unsafe { result_to_errp(res, errp) };
 }
@@ -66,5 +74,17 @@ pub unsafe extern "C" fn qmp_query_monitors(_errp: *mut *mut sys::Error) -> *mut
 pub unsafe extern "C" fn monitor_qmp_release_removed(mon: *mut sys::Monitor) {
     if let Some(mon) = NonNull::new(mon) {
         monitors::release_after_reply(mon);
+    }
+}
+
+/// A close-action=delete monitor's client disconnected.  Called from
+/// the CHR_EVENT_CLOSED handler, in the thread that runs the chardev.
+///
+/// # Safety
+/// `mon` is a live monitor on `mon_list`.
+#[no_mangle]
+pub unsafe extern "C" fn monitor_qmp_closed(mon: *mut sys::Monitor) {
+    if let Some(mon) = NonNull::new(mon) {
+        monitors::client_closed(mon);
     }
 }

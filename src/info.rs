@@ -31,6 +31,10 @@ fn info(m: &MonitorRef<'_>) -> *mut sys::MonitorInfo {
         (*info).mode = m.mode();
         (*info).chardev = g_strdup(m.chardev_label());
         (*info).dynamic = m.is_dynamic();
+        if let Some(action) = m.close_action() {
+            (*info).has_close_action = true;
+            (*info).close_action = action;
+        }
     }
     info
 }

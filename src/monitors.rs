@@ -6,14 +6,14 @@
 //! the closures given to [`RemovedMonitor::in_home_context`], which run
 //! in the monitor I/O thread when the monitor's chardev lives there.
 
-use std::ffi::{c_void, CStr};
+use std::ffi::{c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
 use crate::bindings as sys;
 use crate::errors::MonitorError;
 use crate::qemu::{run_in, MutexGuard};
-use crate::removal::{DetachTo, Plan, AFTER_REPLY};
+use crate::removal::{Cause, DetachTo, Plan, AFTER_REPLY};
 
 /// Holds `monitor_lock`, which protects `mon_list` and the `id`,
 /// `serial`, `dynamic` and `dead` fields of the monitors on it.
@@ -46,15 +46,20 @@ impl MonitorList {
         self.iter().find(|m| m.id() == id)
     }
 
-    /// Removal step 1: mark the QMP monitor `id` dead and take it off
-    /// `mon_list`.  From here on no event broadcast and no dispatcher
-    /// pop reaches it, since both walk `mon_list` under this lock.
-    pub fn unlink(&self, id: &CStr) -> Result<RemovedMonitor, MonitorError> {
+    /// Removal step 1 for monitor-remove: see [`Self::unlink`].
+    pub fn unlink_id(&self, id: &CStr) -> Result<RemovedMonitor, MonitorError> {
         let name = || id.to_string_lossy().into_owned();
         let mon = self.find(id).ok_or_else(|| MonitorError::NoSuchMonitor(name()))?;
         if !mon.is_qmp() {
             return Err(MonitorError::NotQmp(name()));
         }
+        Ok(self.unlink(mon))
+    }
+
+    /// Removal step 1: mark the QMP monitor dead and take it off
+    /// `mon_list`.  From here on no event broadcast and no dispatcher
+    /// pop reaches it, since both walk `mon_list` under this lock.
+    fn unlink(&self, mon: MonitorRef<'_>) -> RemovedMonitor {
         let ptr = mon.ptr.as_ptr();
         // SAFETY: ptr is on mon_list and we hold monitor_lock, which
         // protects both the list and the dead flag.
@@ -62,14 +67,17 @@ impl MonitorList {
             (*ptr).dead = true;
             sys::qmh_mon_list_remove(ptr);
         }
-        Ok(RemovedMonitor { mon: mon.ptr })
+        RemovedMonitor { mon: mon.ptr }
     }
 
-    /// Flags a monitor monitor-add just created.
-    pub fn mark_dynamic(&self, mon: NonNull<sys::Monitor>) {
+    /// Records what monitor-add asked for on the monitor it created.
+    pub fn mark_dynamic(&self, mon: NonNull<sys::Monitor>, close_action: sys::MonitorQMPCloseAction) {
         if let Some(m) = self.iter().find(|m| m.ptr == mon) {
             // SAFETY: m is on mon_list and we hold monitor_lock.
-            unsafe { (*m.ptr.as_ptr()).dynamic = true };
+            unsafe {
+                (*m.ptr.as_ptr()).dynamic = true;
+                (*m.ptr.as_ptr()).close_action = close_action;
+            }
         }
     }
 }
@@ -114,6 +122,12 @@ impl<'a> MonitorRef<'a> {
         unsafe { (*self.raw()).serial }
     }
 
+    /// The close action of a QMP monitor, None for HMP.
+    pub fn close_action(&self) -> Option<sys::MonitorQMPCloseAction> {
+        // SAFETY: written only under monitor_lock, which we hold.
+        self.is_qmp().then(|| unsafe { (*self.raw()).close_action })
+    }
+
     pub fn mode(&self) -> sys::MonitorMode {
         if self.is_qmp() {
             sys::MonitorMode_MONITOR_MODE_CONTROL
@@ -150,10 +164,17 @@ impl RemovedMonitor {
         self.mon.as_ptr()
     }
 
-    /// Is this the monitor whose command is running?
-    pub fn is_current(&self) -> bool {
-        // SAFETY: monitor_cur only looks up the current coroutine.
-        unsafe { sys::monitor_cur() == self.raw() }
+    /// Is the dispatcher processing one of this monitor's requests?
+    /// Then it holds the monitor until the reply is written.
+    fn dispatcher_owns(&self) -> bool {
+        // SAFETY: qmp_dispatcher_mon is only used in the main loop thread,
+        // which is this one.
+        unsafe { sys::qmp_dispatcher_mon == self.raw() }
+    }
+
+    fn deletes_on_close(&self) -> bool {
+        // SAFETY: set by monitor-add before any removal; then immutable.
+        unsafe { (*self.raw()).close_action == sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_DELETE }
     }
 
     fn uses_io_thread(&self) -> bool {
@@ -278,7 +299,7 @@ impl RemovedMonitor {
     /// Steps 2 to 5, as `plan` says.
     fn finish(self, plan: Plan) {
         self.in_home_context(|m| {
-            if plan == AFTER_REPLY {
+            if plan.flush {
                 m.flush();
             }
             m.cancel_out_watch();
@@ -288,16 +309,50 @@ impl RemovedMonitor {
             self.disconnect();
         }
         self.drain_requests();
-        if plan.free_now {
-            self.destroy();
+        if !plan.free_now {
+            return self.leave_to_dispatcher();
+        }
+        // The label goes with the monitor's frontend: keep a copy.
+        let chardev = (plan.chardev_too && self.deletes_on_close()).then(|| self.chardev_label());
+        self.destroy();
+        if let Some(label) = chardev {
+            remove_chardev(&label);
+        }
+    }
+
+    fn chardev_label(&self) -> CString {
+        // SAFETY: the frontend is still attached, so its chardev is live.
+        let label = unsafe { sys::qmh_chr_label((*self.raw()).chr.chr) };
+        if label.is_null() {
+            CString::default()
         } else {
-            self.leave_to_dispatcher();
+            // SAFETY: a chardev's label is a valid C string.
+            unsafe { CStr::from_ptr(label) }.to_owned()
         }
     }
 }
 
+/// chardev-remove, for a one-shot session's chardev.  Failing to remove
+/// it is not fatal to anyone: QEMU warns and keeps it.
+fn remove_chardev(label: &CStr) {
+    let res = crate::qemu::with_local_err(|errp| {
+        // SAFETY: main loop thread; label is a C string; errp a fresh slot.
+        unsafe { sys::qmp_chardev_remove(label.as_ptr(), errp) }
+    });
+    if let Err(crate::qemu::QmpError::Qemu(err)) = res {
+        use foreign_types::ForeignType;
+        // SAFETY: warn_report_err takes ownership of the error.
+        unsafe { sys::warn_report_err(err.into_ptr()) };
+    }
+}
+
 /// monitor-add: a QMP monitor `id` on chardev `chardev`.
-pub fn add(id: &CStr, chardev: &CStr, pretty: bool) -> Result<(), crate::qemu::QmpError> {
+pub fn add(
+    id: &CStr,
+    chardev: &CStr,
+    pretty: bool,
+    close_action: sys::MonitorQMPCloseAction,
+) -> Result<(), crate::qemu::QmpError> {
     use crate::qemu::{with_local_err, ChardevRef};
     let name = |s: &CStr| s.to_string_lossy().into_owned();
     // SAFETY: id_wellformed only reads the string.
@@ -319,37 +374,59 @@ pub fn add(id: &CStr, chardev: &CStr, pretty: bool) -> Result<(), crate::qemu::Q
         unsafe { sys::monitor_init_qmp(chr.as_ptr(), pretty, id.as_ptr(), errp) }
     })?;
     if let Some(mon) = NonNull::new(mon) {
-        MonitorList::lock().mark_dynamic(mon);
+        MonitorList::lock().mark_dynamic(mon, close_action);
     }
     Ok(())
 }
 
 /// monitor-remove: the five steps of SPEC.md, in order.
 pub fn remove(id: &CStr) -> Result<(), MonitorError> {
-    let mon = MonitorList::lock().unlink(id)?; // step 1
-    let plan = Plan::new(mon.is_current());
+    let mon = MonitorList::lock().unlink_id(id)?; // step 1
+    let plan = Plan::new(Cause::Command { own: mon.dispatcher_owns() });
     mon.finish(plan); // steps 2-5
     Ok(())
 }
 
-/// Called by the dispatcher, in coroutine context, once the reply to a
-/// monitor's own monitor-remove is written.  Waiting for the I/O thread
-/// is not allowed in a coroutine, so finish in a bottom half of the
-/// main loop's iohandler context, as the dispatcher's own bottom halves.
+/// Runs `f(opaque)` in a bottom half of the main loop's iohandler
+/// context, where the dispatcher's own bottom halves run: outside
+/// coroutine context, so that it may wait for the I/O thread.
+fn in_main_loop_bh(f: unsafe extern "C" fn(*mut c_void), opaque: *mut c_void, name: &'static CStr) {
+    // SAFETY: f gets opaque once; the caller hands its ownership over.
+    unsafe {
+        sys::aio_bh_schedule_oneshot_full(sys::iohandler_get_aio_context(), Some(f), opaque, name.as_ptr())
+    };
+}
+
+/// Called by the dispatcher, in coroutine context, once it wrote the
+/// reply of a request whose monitor was removed meanwhile.
 pub fn release_after_reply(mon: NonNull<sys::Monitor>) {
     unsafe extern "C" fn release_bh(opaque: *mut c_void) {
         if let Some(mon) = NonNull::new(opaque.cast::<sys::Monitor>()) {
             RemovedMonitor { mon }.finish(AFTER_REPLY);
         }
     }
-    // SAFETY: the monitor is dead and off mon_list; the bottom half is
-    // its only owner from now on.
-    unsafe {
-        sys::aio_bh_schedule_oneshot_full(
-            sys::iohandler_get_aio_context(),
-            Some(release_bh),
-            mon.as_ptr().cast(),
-            c"monitor_qmp_release_removed".as_ptr(),
-        )
-    };
+    // The monitor is dead and off mon_list: the bottom half owns it now.
+    in_main_loop_bh(release_bh, mon.as_ptr().cast(), c"monitor_qmp_release_removed");
+}
+
+/// Called from a close-action=delete monitor's CHR_EVENT_CLOSED handler,
+/// in the thread that runs its chardev.  Nothing may be freed inside a
+/// chardev callback, so the removal runs later in the main loop, and
+/// finds the monitor by serial: by then it may be gone already (removed
+/// by a command, or by an earlier close), and its id may be reused.
+pub fn client_closed(mon: NonNull<sys::Monitor>) {
+    unsafe extern "C" fn closed_bh(opaque: *mut c_void) {
+        // SAFETY: opaque is the Box made below, handed over once.
+        let serial = *unsafe { Box::from_raw(opaque.cast::<u64>()) };
+        let list = MonitorList::lock();
+        let Some(found) = list.iter().find(|m| m.serial() == serial) else { return };
+        let mon = list.unlink(found);
+        drop(list);
+        let plan = Plan::new(Cause::ClientClosed { in_flight: mon.dispatcher_owns() });
+        mon.finish(plan);
+    }
+    // SAFETY: serial is immutable once the monitor is on mon_list.
+    let serial = unsafe { (*mon.as_ptr()).serial };
+    let opaque = Box::into_raw(Box::new(serial)).cast();
+    in_main_loop_bh(closed_bh, opaque, c"monitor_qmp_closed");
 }

@@ -12,7 +12,9 @@
 #include "monitor/monitor.h"
 #include "monitor/monitor-internal.h"
 #include "qapi/error.h"
+#include "qapi/qapi-commands-char.h"
 #include "qapi/qapi-commands-control.h"
+#include "qemu/error-report.h"
 #include "qemu/id.h"
 #include "qemu/main-loop.h"
 #include "system/iothread.h"
@@ -25,6 +27,7 @@ typedef __typeof__(&qmp_monitor_add) qmh_qmp_monitor_add_fn;
 typedef __typeof__(&qmp_monitor_remove) qmh_qmp_monitor_remove_fn;
 typedef __typeof__(&qmp_query_monitors) qmh_qmp_query_monitors_fn;
 typedef __typeof__(&monitor_qmp_release_removed) qmh_release_removed_fn;
+typedef __typeof__(&monitor_qmp_closed) qmh_closed_fn;
 
 /* shim.c: macros and static inline functions, made callable */
 void qmh_monitor_lock(void);

@@ -144,7 +144,10 @@ static void assert_eof(int fd)
     close(fd);
 }
 
-/* query-monitors, as "id:mode:chardev:dynamic" entries joined by ' '. */
+/*
+ * query-monitors, as "id:mode:chardev:dynamic[:close-action]" entries
+ * joined by ' ', with the close-action only where it is not "none".
+ */
 static char *list_monitors(Fixture *f)
 {
     QDict *rsp = qtest_qmp(f->qts, "{'execute': 'query-monitors'}");
@@ -155,11 +158,17 @@ static char *list_monitors(Fixture *f)
          e = qlist_next(e)) {
         QDict *m = qobject_to(QDict, qlist_entry_obj(e));
 
-        g_string_append_printf(s, "%s%s:%s:%s:%s", s->len ? " " : "",
+        const char *action = qdict_get_try_str(m, "close-action");
+
+        g_assert_cmpint(!action, ==,
+                        !strcmp(qdict_get_str(m, "mode"), "readline"));
+        g_string_append_printf(s, "%s%s:%s:%s:%s%s%s", s->len ? " " : "",
                                qdict_get_str(m, "id"),
                                qdict_get_str(m, "mode"),
                                qdict_get_str(m, "chardev"),
-                               qdict_get_bool(m, "dynamic") ? "dyn" : "cli");
+                               qdict_get_bool(m, "dynamic") ? "dyn" : "cli",
+                               action && strcmp(action, "none") ? ":" : "",
+                               action && strcmp(action, "none") ? action : "");
     }
     qobject_unref(rsp);
     return g_string_free(s, false);
@@ -329,6 +338,64 @@ static void test_remove_cli_monitors(void)
     stop(&f);
 }
 
+static bool has_chardev(Fixture *f, const char *label)
+{
+    QDict *rsp = qtest_qmp(f->qts, "{'execute': 'query-chardev'}");
+    const QListEntry *e;
+    bool found = false;
+
+    for (e = qlist_first(qdict_get_qlist(rsp, "return")); e;
+         e = qlist_next(e)) {
+        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
+        found |= !strcmp(qdict_get_str(c, "label"), label);
+    }
+    qobject_unref(rsp);
+    return found;
+}
+
+static void test_close_action_delete(void)
+{
+    Fixture f;
+    g_autofree char *during = NULL;
+    int fd;
+
+    start(&f, NULL);
+    add_socket_chardev(&f, "c1");
+    add_socket_chardev(&f, "c2");
+    assert_ok(qtest_qmp(f.qts, "{'execute': 'monitor-add', 'arguments':"
+                        " {'id': 'm1', 'chardev': 'c1',"
+                        " 'close-action': 'delete'}}"));
+    assert_ok(qtest_qmp(f.qts, "{'execute': 'monitor-add', 'arguments':"
+                        " {'id': 'm2', 'chardev': 'c2',"
+                        " 'close-action': 'delete'}}"));
+    during = list_monitors(&f);
+    g_assert_cmpstr(during, ==, LIBQTEST_MON " m1:control:c1:dyn:delete"
+                    " m2:control:c2:dyn:delete");
+
+    /* The client leaves: monitor and chardev go, in a bottom half */
+    fd = connect_client(&f, "c1");
+    qobject_unref(handshake(fd));
+    close(fd);
+    while (has_chardev(&f, "c1")) {
+        g_usleep(10 * 1000);
+    }
+    assert_error(monitor_remove(&f, "m1"), "No monitor with id 'm1'");
+
+    /* Removed by the manager: the chardev is the manager's to remove */
+    fd = connect_client(&f, "c2");
+    qobject_unref(handshake(fd));
+    assert_ok(monitor_remove(&f, "m2"));
+    assert_eof(fd);
+    g_assert(has_chardev(&f, "c2"));
+    qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
+                             " 'arguments': {'id': 'c2'}}");
+    {
+        g_autofree char *after = list_monitors(&f);
+        g_assert_cmpstr(after, ==, LIBQTEST_MON);
+    }
+    stop(&f);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -338,6 +405,7 @@ int main(int argc, char **argv)
     qtest_add_func("qmp/monitor-hotplug/readd", test_readd_and_chardev_remove);
     qtest_add_func("qmp/monitor-hotplug/self-removal", test_self_removal);
     qtest_add_func("qmp/monitor-hotplug/remove-cli", test_remove_cli_monitors);
+    qtest_add_func("qmp/monitor-hotplug/close-action", test_close_action_delete);
 
     return g_test_run();
 }
