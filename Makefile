@@ -1,46 +1,66 @@
 # qemu-monitor-hotplug: `make` builds the patched QEMU and runs the demo,
 # `make check` runs every test.  Everything built lands under build/.
+#
+# Variants (each in its own directories, sharing build/venv):
+#   QEMU_VERSION=V  another Debian source version (build/versions/V/...)
+#   SANITIZE=1      QEMU built with --enable-asan --enable-ubsan (.../asan/)
+#   BASELINE=1      QEMU without qemu-patches, for benchmarks (build/baseline/)
+#   QEMU_SRC=/path  patch and build an existing QEMU tree instead of fetching
 
-QEMU_VERSION ?= 1:10.2.2+ds-1
-# An existing QEMU tree to patch and build instead of fetching one.
+DEFAULT_VERSION := 1:10.2.2+ds-1
+MATRIX_VERSIONS := $(DEFAULT_VERSION) 1:10.0.13+ds-0+deb13u1
+QEMU_VERSION ?= $(DEFAULT_VERSION)
 QEMU_SRC ?=
 
-B        := $(CURDIR)/build
-SRC      := $(if $(QEMU_SRC),$(abspath $(QEMU_SRC)),$(B)/src)
-QBUILD   := $(B)/qemu
-VENV     := $(B)/venv
-PY       := $(VENV)/bin/python3
-STAMPS   := $(B)/stamps
-PATCHES  := $(sort $(wildcard $(CURDIR)/qemu-patches/*.patch))
+B     := $(CURDIR)/build
+VENV  := $(B)/venv
+PY    := $(VENV)/bin/python3
+# Make cannot have ':' in file names: 1:10.0.13 -> 1-10.0.13
+VTAG  := $(subst :,-,$(QEMU_VERSION))
+VB    := $(if $(BASELINE),$(B)/baseline,$(if $(filter $(DEFAULT_VERSION),$(QEMU_VERSION)),$(B),$(B)/versions/$(VTAG)))
+SRC   := $(if $(QEMU_SRC),$(abspath $(QEMU_SRC)),$(VB)/src)
+OUT   := $(VB)$(if $(SANITIZE),/asan)
+QBUILD := $(OUT)/qemu
+BIN   := $(OUT)/bin
+STAMPS := $(VB)/stamps
+PATCHES := $(if $(BASELINE),,$(sort $(wildcard $(CURDIR)/qemu-patches/0*.patch)))
 BINARIES := qemu-system-x86_64 storage-daemon/qemu-storage-daemon
-QTESTS   := qmp-test qmp-cmd-test monitor-hotplug-test
-SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
+QTESTS   := qmp-test qmp-cmd-test $(if $(BASELINE),,monitor-hotplug-test)
+SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
 DEB_PACKAGES := ninja-build libglib2.0-dev libpixman-1-dev flex bison \
 	pkg-config libfdt-dev zlib1g-dev dpkg-dev libclang-dev clang \
-	python3-venv socat
+	python3-venv socat valgrind
 PY_PACKAGES  := 'meson>=1.5,<2' 'qemu.qmp==0.0.6'
 
 CONFIGURE_FLAGS := --target-list=x86_64-softmmu --without-default-features \
 	--without-default-devices --disable-docs --disable-tcg --enable-kvm \
-	--disable-install-blobs --disable-rust --enable-tools
+	--disable-install-blobs --disable-rust --enable-tools \
+	$(if $(SANITIZE),--enable-asan --enable-ubsan)
 
-# cargo and build.rs outside of meson (unit and integration tests)
-CARGO_ENV := QEMU_SRC_DIR=$(SRC) QEMU_BUILD_DIR=$(QBUILD) \
-	QEMU_BIN_DIR=$(B)/bin CARGO_TARGET_DIR=$(B)/cargo
+# Sanitizer reports fail the run.  Leaks are valgrind's job (check-valgrind):
+# QEMU's exit path leaves one-off allocations that LeakSanitizer reports.
+export ASAN_OPTIONS  := detect_leaks=0:abort_on_error=1
+export UBSAN_OPTIONS := halt_on_error=1:abort_on_error=1:print_stacktrace=1
+
+# cargo and build.rs outside of meson: bindings follow the variant's tree
+CARGO_ENV := QEMU_SRC_DIR=$(SRC) QEMU_BUILD_DIR=$(QBUILD) QEMU_BIN_DIR=$(BIN) \
+	CARGO_TARGET_DIR=$(OUT)/cargo
 
 # $(call stage,NAME,COMMANDS): run COMMANDS, then print how long they took.
 stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
-.PHONY: all build demo check check-cargo check-qtest clean distclean
+.PHONY: all build demo check check-suite check-cargo check-qtest check-python \
+	check-valgrind check-sanitize check-matrix check-series series bench \
+	clean distclean FORCE
 
 all: build demo
 
-build: $(B)/bin/.built
+build: $(BIN)/.built
 
 # --- 1. build dependencies ------------------------------------------------
-$(STAMPS)/deps:
+$(B)/stamps/deps:
 	$(call stage,deps,\
 	  missing=$$(for p in $(DEB_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -49,21 +69,19 @@ $(STAMPS)/deps:
 	  command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; } && \
 	  { [ -x $(PY) ] || python3 -m venv $(VENV); } && \
 	  $(PY) -m pip install -q --disable-pip-version-check $(PY_PACKAGES) && \
-	  mkdir -p $(STAMPS) && touch $@)
+	  mkdir -p $(B)/stamps && touch $@)
 
 # --- 2. QEMU source: Debian's package, or QEMU_SRC -------------------------
 ifeq ($(QEMU_SRC),)
-$(STAMPS)/fetched: $(STAMPS)/deps
+$(STAMPS)/fetched: $(B)/stamps/deps
 	$(call stage,fetch qemu $(QEMU_VERSION),\
 	  $(CURDIR)/meson-glue/fetch-qemu.sh '$(QEMU_VERSION)' $(SRC) $(B)/downloads && \
-	  rm -f $(STAMPS)/patched && echo '$(QEMU_VERSION)' > $@)
-ifneq ($(shell cat $(STAMPS)/fetched 2>/dev/null),$(QEMU_VERSION))
-.PHONY: $(STAMPS)/fetched
-endif
+	  rm -rf $(STAMPS)/patched $(STAMPS)/applied && mkdir -p $(STAMPS) && \
+	  echo '$(QEMU_VERSION)' > $@)
 else
-$(STAMPS)/fetched: $(STAMPS)/deps
+$(STAMPS)/fetched: $(B)/stamps/deps
 	@test -f $(SRC)/monitor/monitor.c || { echo "QEMU_SRC=$(SRC) is not a QEMU tree"; exit 1; }
-	@touch $@
+	@mkdir -p $(STAMPS) && touch $@
 endif
 
 # --- 3. patches: a changed series is taken off again and re-applied --------
@@ -71,56 +89,87 @@ $(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
 	$(call stage,patch,\
 	  if [ -d $(STAMPS)/applied ]; then \
 	    for p in $$(ls $(STAMPS)/applied | sort -r); do \
-	      patch -d $(SRC) -p1 -R -s --batch < $(STAMPS)/applied/$$p || \
+	      patch -d $(SRC) -p1 -R -s --batch --no-backup-if-mismatch < $(STAMPS)/applied/$$p || \
 	        { echo "cannot take $$p off $(SRC)"; exit 1; }; done; fi; \
 	  rm -rf $(STAMPS)/applied && mkdir -p $(STAMPS)/applied && \
 	  for p in $(PATCHES); do \
 	    echo "  applying $$(basename $$p)"; \
-	    patch -d $(SRC) -p1 -s --batch --forward < $$p || \
+	    patch -d $(SRC) -p1 -s --batch --forward --no-backup-if-mismatch < $$p || \
 	      { echo "patch $$(basename $$p) does not apply to $(SRC)"; exit 1; }; \
 	    cp $$p $(STAMPS)/applied/; done && \
-	  ln -sfn $(CURDIR)/meson-glue $(SRC)/monitor/hotplug && \
-	  ln -sfn $(CURDIR)/tests/qtest/monitor-hotplug-test.c $(SRC)/tests/qtest/ && touch $@)
+	  $(if $(BASELINE),true,ln -sfn $(CURDIR)/meson-glue $(SRC)/monitor/hotplug && \
+	  ln -sfn $(CURDIR)/tests/qtest/monitor-hotplug-test.c $(SRC)/tests/qtest/) && touch $@)
 
 # --- 4. configure and build ------------------------------------------------
 # meson reconfigures itself when a patch changes a meson.build file
 $(QBUILD)/build.ninja: | $(STAMPS)/patched
-	$(call stage,configure,\
+	$(call stage,configure$(if $(SANITIZE), (sanitizers)),\
 	  rm -rf $(QBUILD) && mkdir -p $(QBUILD) && cd $(QBUILD) && \
 	  $(SRC)/configure --python=$(PY) $(CONFIGURE_FLAGS) > configure.log 2>&1 || \
 	    { tail -30 configure.log; exit 1; })
 
 # ninja decides what is stale: C files touched by a patch, or the crate
 # (its depfile lists the Rust sources, shim and manifest).
-$(B)/bin/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
+$(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
 	@if ninja -C $(QBUILD) -n $(BINARIES) | grep -q '^\['; then \
-	  t0=$$(date +%s); echo "==> build"; \
+	  t0=$$(date +%s); echo "==> build $(QBUILD)"; \
 	  ninja -C $(QBUILD) $(BINARIES) || exit 1; \
 	  echo "==> build: $$(( $$(date +%s) - t0 ))s"; fi
-	@mkdir -p $(B)/bin
-	@for b in $(BINARIES); do cmp -s $(QBUILD)/$$b $(B)/bin/$$(basename $$b) || \
-	  cp $(QBUILD)/$$b $(B)/bin/; done
+	@mkdir -p $(BIN)
+	@for b in $(BINARIES); do cmp -s $(QBUILD)/$$b $(BIN)/$$(basename $$b) || \
+	  cp $(QBUILD)/$$b $(BIN)/; done
 	@test -f $@ || touch $@
 
 FORCE:
 
 # --- 5. demo and tests -----------------------------------------------------
 demo: build
-	$(call stage,demo,$(PY) examples/demo.py $(B)/bin/qemu-system-x86_64)
+	$(call stage,demo,$(PY) examples/demo.py $(BIN)/qemu-system-x86_64)
 
-check: build check-cargo check-qtest
+# Everything: the suite on the default build, on the sanitizer build and
+# on the second QEMU version, the leak check, and the series' own checks.
+check: check-suite check-python check-valgrind check-sanitize check-matrix check-series
 	@echo "==> all checks passed"
 
+# The test suite of one variant (version, sanitizers)
+check-suite: build check-cargo check-qtest
+
 check-cargo: build
-	$(call stage,cargo test,$(CARGO_ENV) cargo test --locked --release -q)
+	$(call stage,cargo test$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\
+	  $(CARGO_ENV) cargo test --locked --release -q)
 
 check-qtest: build
-	$(call stage,qtest,\
+	$(call stage,qtest$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\
 	  $(VENV)/bin/meson test -C $(QBUILD) --print-errorlogs \
 	    $(addprefix qtest-x86_64/,$(QTESTS)))
 
+check-python: build
+	$(call stage,python clients,QEMU_BIN_DIR=$(BIN) $(PY) -m unittest discover -s tests/python)
+
+check-valgrind: build
+	$(call stage,valgrind churn,$(CARGO_ENV) cargo test --locked --release -q --test valgrind -- --ignored)
+
+check-sanitize:
+	@$(MAKE) --no-print-directory SANITIZE=1 check-suite
+
+check-matrix:
+	@for v in $(MATRIX_VERSIONS); do \
+	  $(MAKE) --no-print-directory QEMU_VERSION=$$v check-suite || exit 1; done
+
+# checkpatch.pl on every patch, and every prefix of the series builds
+check-series:
+	$(call stage,series,$(CURDIR)/meson-glue/check-series.sh $(SRC) $(B)/series)
+
+series:
+	@$(CURDIR)/meson-glue/print-series.sh
+
+bench: build
+	@$(MAKE) --no-print-directory BASELINE=1 build
+	$(call stage,bench,$(CARGO_ENV) QEMU_BASELINE_BIN=$(B)/baseline/bin/qemu-system-x86_64 \
+	  cargo bench --locked --bench monitors)
+
 clean:
-	rm -rf $(QBUILD) $(B)/bin $(B)/cargo $(STAMPS)/patched
+	rm -rf $(QBUILD) $(BIN) $(OUT)/cargo $(STAMPS)/patched
 
 distclean:
 	rm -rf $(B)

@@ -1,0 +1,142 @@
+"""Clients nobody here wrote: the official qemu.qmp package (PyPI) on
+monitors made by monitor-add, against the patched QEMU in build/bin."""
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from qemu.qmp import EventListener, QMPClient
+from qemu.qmp.protocol import StateError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+BIN_DIR = os.environ.get("QEMU_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/bin"))
+
+
+class Qemu:
+    """A patched QEMU whose manager monitor is driven by qemu.qmp's
+    legacy synchronous client."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="qmh-py-")
+        mgr = os.path.join(self.dir, "mgr.sock")
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN_DIR, "qemu-system-x86_64"), "-M", "none", "-accel", "qtest",
+             "-display", "none", "-qmp", f"unix:{mgr},server=on,wait=off"])
+        for _ in range(600):
+            if os.path.exists(mgr):
+                break
+            time.sleep(0.05)
+        self.mgr = QEMUMonitorProtocol(mgr)
+        self.mgr.connect()
+
+    def cmd(self, name, **args):
+        rsp = self.mgr.cmd_raw(name, args or None)
+        if "error" in rsp:
+            raise AssertionError(f"{name} {args}: {rsp}")
+        return rsp["return"]
+
+    def session(self, mon_id):
+        """A socket chardev and a dynamic monitor on it; returns its path."""
+        path = os.path.join(self.dir, f"{mon_id}.sock")
+        self.cmd("chardev-add", id=mon_id, backend={"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": path}}, "server": True, "wait": False}})
+        self.cmd("monitor-add", id=mon_id, chardev=mon_id)
+        return path
+
+    def close(self):
+        try:
+            self.mgr.cmd_raw("quit")
+            # qemu.qmp reports the server's closing of the line as EOFError
+            with contextlib.suppress(EOFError):
+                self.mgr.close()
+            status = self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            shutil.rmtree(self.dir, ignore_errors=True)
+        assert status == 0, f"QEMU exited with {status}"
+
+
+class QemuQmpClients(unittest.TestCase):
+    def setUp(self):
+        self.qemu = Qemu()
+        self.addCleanup(self.qemu.close)
+
+    def test_async_client_negotiates_runs_gets_events_and_is_disconnected(self):
+        path = self.qemu.session("s1")
+        mgr_path = os.path.join(self.qemu.dir, "mgr.sock")
+
+        # The legacy client runs its own event loop: use an asynchronous
+        # client as the manager here.
+        self.qemu.mgr.close()
+
+        async def scenario():
+            mgr = QMPClient("manager")
+            await mgr.connect(mgr_path)
+            try:
+                await session(mgr)
+            finally:
+                await mgr.disconnect()
+
+        async def session(mgr):
+            client = QMPClient("s1")
+            await client.connect(path)
+            self.assertEqual(await client.execute("query-name"), {})
+            listener = EventListener()
+            with client.listen(listener):
+                await mgr.execute("stop")
+                event = await asyncio.wait_for(listener.get(), 30)
+            self.assertEqual(event["event"], "STOP")
+            # Removed by the manager: the server side closes the connection,
+            # which qemu.qmp reports as EOFError when the client disconnects.
+            await mgr.execute("monitor-remove", {"id": "s1"})
+            with self.assertRaises(StateError):
+                await asyncio.wait_for(client.execute("query-name"), 30)
+            with self.assertRaises(EOFError):
+                await client.disconnect()
+            ids = [m["id"] for m in await mgr.execute("query-monitors")]
+            self.assertEqual(ids, ["compat_monitor0"])
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            self.qemu.mgr = QEMUMonitorProtocol(mgr_path)
+            self.qemu.mgr.connect()
+
+    def test_legacy_client_removes_its_own_monitor(self):
+        path = self.qemu.session("s2")
+        client = QEMUMonitorProtocol(path)
+        greeting = client.connect(negotiate=True)
+        self.assertEqual(greeting["QMP"]["capabilities"], ["oob"])
+        self.assertIn("status", client.cmd("query-status"))
+        self.assertEqual(client.cmd("monitor-remove", id="s2"), {})
+        # The reply came first; then the monitor is gone.
+        self.assertEqual([m["id"] for m in self.qemu.cmd("query-monitors")], ["compat_monitor0"])
+        with self.assertRaises(EOFError):  # the server closed the line
+            client.close()
+        self.qemu.cmd("chardev-remove", id="s2")
+
+    def test_qmp_shell_drives_a_dynamic_monitor(self):
+        path = self.qemu.session("s3")
+        # qmp-shell is installed next to this interpreter, in the venv
+        shell = os.path.join(os.path.dirname(sys.executable), "qmp-shell")
+        out = subprocess.run([shell, path], input="query-name\nquery-monitors\n",
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        prompt = "(QEMU) "
+        replies = [json.loads(line[len(prompt):]) for line in out.splitlines()
+                   if line.startswith(prompt + "{")]
+        self.assertEqual(replies[0], {"return": {}})
+        ids = [m["id"] for m in replies[1]["return"]]
+        self.assertEqual(ids, ["compat_monitor0", "s3"])
+        self.qemu.cmd("monitor-remove", id="s3")
+
+
+if __name__ == "__main__":
+    unittest.main()
