@@ -157,11 +157,11 @@ check-matrix:
 	  $(MAKE) --no-print-directory QEMU_VERSION=$$v check-suite || exit 1; done
 
 # checkpatch.pl on every patch, and every prefix of the series builds
-check-series:
-	$(call stage,series,$(CURDIR)/meson-glue/check-series.sh $(SRC) $(B)/series)
+check-series: $(B)/stamps/deps
+	$(call stage,series,$(CURDIR)/qemu-patches/series.sh check '$(QEMU_VERSION)' $(B)/series)
 
-series:
-	@$(CURDIR)/meson-glue/print-series.sh
+series: $(B)/stamps/deps
+	@$(CURDIR)/qemu-patches/series.sh print '$(QEMU_VERSION)' $(B)/series
 
 bench: build
 	@$(MAKE) --no-print-directory BASELINE=1 build

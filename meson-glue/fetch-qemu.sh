@@ -33,5 +33,6 @@ mkdir -p "$dl"
 (cd "$dl" && apt-get source --download-only -qq "qemu=$version" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
 dsc=$(ls "$dl"/qemu_"${version#*:}".dsc)
 rm -rf "$dest"
+mkdir -p "$(dirname "$dest")"
 dpkg-source --no-check -x "$dsc" "$dest" >/dev/null
 echo "fetch-qemu: qemu $version in $dest"

@@ -5,6 +5,16 @@
  */
 #include "wrapper.h"
 
+/*
+ * Differences between the QEMU versions this builds against live here.
+ * 10.2 renamed CharBackend to CharFrontend, and Chardev.be to .fe.
+ */
+#if QEMU_VERSION_MAJOR > 10 || (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR >= 2)
+#define CHARDEV_FRONTEND(chr) ((chr)->fe)
+#else
+#define CHARDEV_FRONTEND(chr) ((chr)->be)
+#endif
+
 void qmh_monitor_lock(void)
 {
     qemu_mutex_lock(&monitor_lock);
@@ -59,7 +69,7 @@ const char *qmh_chr_label(Chardev *chr)
 
 bool qmh_chr_has_frontend(Chardev *chr)
 {
-    return chr->fe != NULL;
+    return CHARDEV_FRONTEND(chr) != NULL;
 }
 
 GMainContext *qmh_chr_gcontext(Chardev *chr)

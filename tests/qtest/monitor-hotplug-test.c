@@ -291,7 +291,8 @@ static void test_self_removal(void)
     assert_ok(monitor_add(&f, "m1", "c1"));
     fd = connect_client(&f, "c1");
     qobject_unref(handshake(fd));
-    rsp = qmp_fd(fd, "{'execute': 'monitor-remove', 'arguments': {'id': 'm1'}}");
+    rsp = qmp_fd(fd, "{'execute': 'monitor-remove',"
+                 " 'arguments': {'id': 'm1'}}");
     assert_ok(rsp);
     assert_eof(fd);
     list = list_monitors(&f);
@@ -400,12 +401,15 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
 
-    qtest_add_func("qmp/monitor-hotplug/add-talk-remove", test_add_talk_remove);
+    qtest_add_func("qmp/monitor-hotplug/add-talk-remove",
+                   test_add_talk_remove);
     qtest_add_func("qmp/monitor-hotplug/errors", test_errors);
     qtest_add_func("qmp/monitor-hotplug/readd", test_readd_and_chardev_remove);
     qtest_add_func("qmp/monitor-hotplug/self-removal", test_self_removal);
-    qtest_add_func("qmp/monitor-hotplug/remove-cli", test_remove_cli_monitors);
-    qtest_add_func("qmp/monitor-hotplug/close-action", test_close_action_delete);
+    qtest_add_func("qmp/monitor-hotplug/remove-cli",
+                   test_remove_cli_monitors);
+    qtest_add_func("qmp/monitor-hotplug/close-action",
+                   test_close_action_delete);
 
     return g_test_run();
 }

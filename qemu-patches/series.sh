@@ -1,0 +1,70 @@
+#!/bin/sh
+# series.sh check|print VERSION WORKDIR
+# Builds the series as git commits on a pristine Debian QEMU tree in
+# WORKDIR (the qtest file from tests/qtest/ folded into its patch), then
+#   check: runs checkpatch.pl on every patch and builds every prefix;
+#   print: prints the series as git format-patch output with a cover letter.
+set -eu
+mode=$1 version=$2 work=$3
+top=$(cd "$(dirname "$0")/.." && pwd)
+src=$work/src
+git_() { git -C "$src" -c user.name=qemu-monitor-hotplug -c user.email=qmh@localhost "$@"; }
+
+if [ ! -f "$work/stamp" ] || [ -n "$(find "$top/qemu-patches" "$top/tests/qtest" -newer "$work/stamp")" ]; then
+    "$top/meson-glue/fetch-qemu.sh" "$version" "$src" "$work/downloads" >&2
+    git_ init -q
+    echo "monitor/hotplug" >> "$src/.git/info/exclude"
+    git_ add -A >/dev/null && git_ commit -q -m "QEMU $version"
+    git_ tag base
+    for p in "$top"/qemu-patches/0*.patch; do
+        git_ am -q --keep-cr "$p" >&2 || { echo "series: $(basename "$p") does not apply" >&2; exit 1; }
+    done
+    # the qtest lives in tests/qtest/ of this project: fold it into its patch
+    cp "$top/tests/qtest/monitor-hotplug-test.c" "$src/tests/qtest/"
+    git_ add tests/qtest/monitor-hotplug-test.c
+    git_ commit -q --amend --no-edit
+    ln -sfn "$top/meson-glue" "$src/monitor/hotplug"
+    touch "$work/stamp"
+fi
+
+case $mode in
+print)
+    git_ format-patch -q --stdout --cover-letter --zero-commit --no-signature base..HEAD |
+    python3 -c '
+import sys
+cover = open(sys.argv[1]).read().split("\n", 1)
+text = sys.stdin.read()
+text = text.replace("*** SUBJECT HERE ***", cover[0], 1)
+text = text.replace("*** BLURB HERE ***", cover[1].strip(), 1)
+sys.stdout.write(text)' "$top/qemu-patches/cover-letter.txt"
+    ;;
+check)
+    fail=0
+    for c in $(git_ rev-list --reverse base..HEAD); do
+        subject=$(git_ log -1 --format=%s "$c")
+        if ! git_ format-patch -1 --stdout "$c" | perl "$src/scripts/checkpatch.pl" -q - >&2; then
+            echo "series: checkpatch.pl complains about: $subject" >&2; fail=1
+        fi
+    done
+    [ $fail = 0 ] || exit 1
+    echo "series: checkpatch.pl is clean on every patch"
+    # every prefix builds: configure once on the base, then build each commit
+    git_ checkout -q base
+    if [ ! -f "$work/qemu/build.ninja" ]; then
+        mkdir -p "$work/qemu"
+        (cd "$work/qemu" && "$src/configure" --python="$top/build/venv/bin/python3" \
+            --target-list=x86_64-softmmu --without-default-features --without-default-devices \
+            --disable-docs --disable-tcg --enable-kvm --disable-install-blobs --disable-rust \
+            --enable-tools > configure.log 2>&1) || { tail -20 "$work/qemu/configure.log"; exit 1; }
+    fi
+    for c in $(git_ rev-list --reverse base..HEAD); do
+        git_ checkout -q "$c"
+        echo "series: building $(git_ log -1 --format=%s)"
+        ninja -C "$work/qemu" qemu-system-x86_64 storage-daemon/qemu-storage-daemon > "$work/build.log" 2>&1 ||
+            { tail -30 "$work/build.log"; echo "series: does not build: $(git_ log -1 --format=%s)"; exit 1; }
+    done
+    git_ checkout -q -
+    echo "series: every prefix builds"
+    ;;
+*) echo "usage: $0 check|print VERSION WORKDIR" >&2; exit 2 ;;
+esac

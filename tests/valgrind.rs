@@ -1,0 +1,118 @@
+//! The churn scenario under valgrind memcheck: no memory error, and no
+//! byte definitely or indirectly lost, with only QEMU's known one-off
+//! start-up allocations suppressed (tests/valgrind/qemu.supp says why
+//! for each).  Slow, so it is #[ignore]d; `make check-valgrind` runs it.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{temp_dir, wait_timeout, Qmp};
+use serde_json::json;
+
+const CYCLES: usize = 400;
+
+/// "definitely lost: 1,234 bytes in 5 blocks" -> 1234
+fn lost(log: &str, kind: &str) -> u64 {
+    if log.contains("no leaks are possible") {
+        return 0;
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("{kind} lost:")))
+        .unwrap_or_else(|| panic!("no '{kind} lost' in the valgrind log:\n{log}"));
+    let after = line.split(&format!("{kind} lost:")).nth(1).expect("count");
+    after.split_whitespace().next().expect("bytes").replace(',', "").parse().expect("number")
+}
+
+#[test]
+#[ignore = "slow: run by make check-valgrind"]
+fn churn_leaks_nothing() {
+    let dir = temp_dir();
+    let supp = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/valgrind/qemu.supp");
+    let log = dir.join("valgrind.log");
+    let mgr_sock = dir.join("mgr.sock");
+    let mut child = Command::new("valgrind")
+        .args(["--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite,indirect"])
+        .arg(format!("--suppressions={supp}"))
+        .arg(format!("--log-file={}", log.display()))
+        .arg(common::bin_dir().join("qemu-system-x86_64"))
+        .args(["-M", "none", "-accel", "qtest", "-display", "none", "-qmp"])
+        .arg(format!("unix:{},server=on,wait=off", mgr_sock.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("valgrind is installed (make deps)");
+    let mut mgr = Qmp::connect(&mgr_sock);
+    mgr.handshake(&[]);
+
+    for i in 0..CYCLES {
+        let (id, path) = (format!("m{i}"), dir.join(format!("c{i}.sock")));
+        let socket = json!({"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": path}}, "server": true, "wait": false}});
+        let ringbuf = json!({"type": "ringbuf", "data": {"size": 1024}});
+        let main_loop = i % 4 == 3;
+        mgr.ok("chardev-add", json!({"id": id, "backend": if main_loop { ringbuf } else { socket }}));
+        let close_action = if i % 4 == 2 { "delete" } else { "none" };
+        mgr.ok("monitor-add", json!({"id": id, "chardev": id, "close-action": close_action}));
+        if main_loop {
+            mgr.ok("monitor-remove", json!({"id": id}));
+            mgr.ok("chardev-remove", json!({"id": id}));
+            continue;
+        }
+        let mut client = Qmp::connect(&path);
+        client.handshake(&["oob"]);
+        client.ok("query-name", json!({}));
+        match i % 4 {
+            0 => {
+                // removed by the manager, with an unclaimed getfd fd
+                let (keep, give) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+                client.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": "f"}}), {
+                    use std::os::fd::AsRawFd;
+                    give.as_raw_fd()
+                });
+                client.recv_reply().expect("getfd reply");
+                drop((keep, give));
+                mgr.ok("monitor-remove", json!({"id": id}));
+                client.expect_eof();
+                mgr.ok("chardev-remove", json!({"id": id}));
+            }
+            1 => {
+                // removes itself
+                client.ok("monitor-remove", json!({"id": id}));
+                client.expect_eof();
+                mgr.ok("chardev-remove", json!({"id": id}));
+            }
+            _ => {
+                // one-shot session: the client leaves mid-command
+                client.send(&json!({"execute": "query-status"}));
+                drop(client);
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                while mgr.ok("query-monitors", json!({})).as_array().expect("list").len() > 1 {
+                    assert!(std::time::Instant::now() < deadline, "one-shot monitor {id} stayed");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    // Leave some dynamic monitors attached for the exit path.
+    for i in 0..3 {
+        let id = format!("exit{i}");
+        mgr.ok("chardev-add", json!({"id": id, "backend": {"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": dir.join(format!("{id}.sock"))}},
+            "server": true, "wait": false}}}));
+        mgr.ok("monitor-add", json!({"id": id, "chardev": id}));
+    }
+    mgr.send(&json!({"execute": "quit"}));
+    let status = wait_timeout(&mut child, Duration::from_secs(600));
+    assert!(status.success(), "QEMU under valgrind: {status}");
+
+    let log = std::fs::read_to_string(&log).expect("valgrind log");
+    // Make sure the log is memcheck's report on this QEMU run.
+    assert!(log.contains("Command: ") && log.contains("qemu-system-x86_64"), "{log}");
+    assert!(log.contains("HEAP SUMMARY"), "{log}");
+    eprintln!("{}", log.lines().filter(|l| l.contains("total heap usage")).collect::<String>());
+    assert!(log.contains("ERROR SUMMARY: 0 errors"), "memcheck errors:\n{log}");
+    assert_eq!((lost(&log, "definitely"), lost(&log, "indirectly")), (0, 0), "leaks:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
