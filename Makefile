@@ -52,7 +52,7 @@ stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
 .PHONY: all build demo check check-suite check-cargo check-qtest check-python \
-	check-valgrind check-sanitize check-matrix check-series series bench \
+	check-valgrind check-sanitize check-matrix check-series series since bench \
 	clean distclean FORCE
 
 all: build demo
@@ -162,6 +162,12 @@ check-series: $(B)/stamps/deps
 
 series: $(B)/stamps/deps
 	@$(CURDIR)/qemu-patches/series.sh print '$(QEMU_VERSION)' $(B)/series
+
+# The release the schema's "Since:" lines name, kept in qemu-patches/SINCE
+since:
+	@test -n "$(SINCE)" || { echo "usage: make since SINCE=X.Y"; exit 1; }
+	sed -i 's/^+# Since: $(shell cat qemu-patches/SINCE)$$/+# Since: $(SINCE)/' qemu-patches/0*.patch
+	echo '$(SINCE)' > qemu-patches/SINCE
 
 bench: build
 	@$(MAKE) --no-print-directory BASELINE=1 build
