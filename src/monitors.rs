@@ -12,7 +12,7 @@ use std::ptr::{self, NonNull};
 
 use crate::bindings as sys;
 use crate::errors::MonitorError;
-use crate::qemu::{run_in, MutexGuard};
+use crate::qemu::{run_in, with_local_err, ChardevRef, MutexGuard, QmpError};
 use crate::removal::{Cause, DetachTo, Plan, AFTER_REPLY};
 
 /// Holds `monitor_lock`, which protects `mon_list` and the `id`,
@@ -291,10 +291,9 @@ impl RemovedMonitor {
     }
 
     /// Step 5, deferred: the dispatcher holds the request being answered
-    /// and calls `monitor_qmp_release_removed` after the reply.
-    fn leave_to_dispatcher(self) {
-        std::mem::forget(self);
-    }
+    /// and calls `monitor_qmp_release_removed` after the reply.  Nothing
+    /// to do here: dropping a RemovedMonitor frees nothing.
+    fn leave_to_dispatcher(self) {}
 
     /// Steps 2 to 5, as `plan` says.
     fn finish(self, plan: Plan) {
@@ -335,11 +334,11 @@ impl RemovedMonitor {
 /// chardev-remove, for a one-shot session's chardev.  Failing to remove
 /// it is not fatal to anyone: QEMU warns and keeps it.
 fn remove_chardev(label: &CStr) {
-    let res = crate::qemu::with_local_err(|errp| {
+    let res = with_local_err(|errp| {
         // SAFETY: main loop thread; label is a C string; errp a fresh slot.
         unsafe { sys::qmp_chardev_remove(label.as_ptr(), errp) }
     });
-    if let Err(crate::qemu::QmpError::Qemu(err)) = res {
+    if let Err(QmpError::Qemu(err)) = res {
         use foreign_types::ForeignType;
         // SAFETY: warn_report_err takes ownership of the error.
         unsafe { sys::warn_report_err(err.into_ptr()) };
@@ -352,8 +351,7 @@ pub fn add(
     chardev: &CStr,
     pretty: bool,
     close_action: sys::MonitorQMPCloseAction,
-) -> Result<(), crate::qemu::QmpError> {
-    use crate::qemu::{with_local_err, ChardevRef};
+) -> Result<(), QmpError> {
     let name = |s: &CStr| s.to_string_lossy().into_owned();
     // SAFETY: id_wellformed only reads the string.
     if !unsafe { sys::id_wellformed(id.as_ptr()) } {

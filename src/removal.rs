@@ -99,7 +99,13 @@ mod tests {
 
     #[test]
     fn the_release_hook_flushes_the_reply_then_finishes() {
-        assert!(AFTER_REPLY.flush && AFTER_REPLY.free_now && AFTER_REPLY.chardev_too);
-        assert_eq!(AFTER_REPLY.detach_to, DetachTo::MainLoop);
+        let expected = Plan {
+            detach_to: DetachTo::MainLoop,
+            flush: true,
+            disconnect_now: true,
+            free_now: true,
+            chardev_too: true,
+        };
+        assert_eq!(AFTER_REPLY, expected);
     }
 }
