@@ -22,7 +22,8 @@ SRC   := $(if $(QEMU_SRC),$(abspath $(QEMU_SRC)),$(VB)/src)
 OUT   := $(VB)$(if $(SANITIZE),/asan)
 QBUILD := $(OUT)/qemu
 BIN   := $(OUT)/bin
-STAMPS := $(VB)/stamps
+# Patch stamps belong to a source tree: QEMU_SRC trees get their own
+STAMPS := $(VB)/stamps$(if $(QEMU_SRC),/custom$(subst /,_,$(SRC)))
 PATCHES := $(if $(BASELINE),,$(sort $(wildcard $(CURDIR)/qemu-patches/0*.patch)))
 BINARIES := qemu-system-x86_64 storage-daemon/qemu-storage-daemon
 QTESTS   := qmp-test qmp-cmd-test $(if $(BASELINE),,monitor-hotplug-test)
@@ -101,12 +102,18 @@ $(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
 	  ln -sfn $(CURDIR)/tests/qtest/monitor-hotplug-test.c $(SRC)/tests/qtest/) && touch $@)
 
 # --- 4. configure and build ------------------------------------------------
-# meson reconfigures itself when a patch changes a meson.build file
+# meson reconfigures itself when a patch changes a meson.build file; a
+# build directory configured from another source tree is configured anew
+ifneq ($(wildcard $(QBUILD)/build.ninja),)
+ifneq ($(shell cat $(QBUILD)/qmh-source 2>/dev/null),$(SRC))
+.PHONY: $(QBUILD)/build.ninja
+endif
+endif
 $(QBUILD)/build.ninja: | $(STAMPS)/patched
 	$(call stage,configure$(if $(SANITIZE), (sanitizers)),\
 	  rm -rf $(QBUILD) && mkdir -p $(QBUILD) && cd $(QBUILD) && \
-	  $(SRC)/configure --python=$(PY) $(CONFIGURE_FLAGS) > configure.log 2>&1 || \
-	    { tail -30 configure.log; exit 1; })
+	  $(SRC)/configure --python=$(PY) $(CONFIGURE_FLAGS) > configure.log 2>&1 && \
+	  echo '$(SRC)' > qmh-source || { tail -30 configure.log; exit 1; })
 
 # ninja decides what is stale: C files touched by a patch, or the crate
 # (its depfile lists the Rust sources, shim and manifest).
