@@ -39,8 +39,9 @@ text = text.replace("*** BLURB HERE ***", cover[1].strip(), 1)
 sys.stdout.write(text)' "$top/qemu-patches/cover-letter.txt"
     ;;
 check)
+    commits=$(git_ rev-list --reverse base..HEAD)
     fail=0
-    for c in $(git_ rev-list --reverse base..HEAD); do
+    for c in $commits; do
         subject=$(git_ log -1 --format=%s "$c")
         if ! git_ format-patch -1 --stdout "$c" | perl "$src/scripts/checkpatch.pl" -q - >&2; then
             echo "series: checkpatch.pl complains about: $subject" >&2; fail=1
@@ -57,14 +58,13 @@ check)
             --disable-docs --disable-tcg --enable-kvm --disable-install-blobs --disable-rust \
             --enable-tools > configure.log 2>&1) || { tail -20 "$work/qemu/configure.log"; exit 1; }
     fi
-    for c in $(git_ rev-list --reverse base..HEAD); do
+    for c in $commits; do
         git_ checkout -q "$c"
         echo "series: building $(git_ log -1 --format=%s)"
         ninja -C "$work/qemu" qemu-system-x86_64 storage-daemon/qemu-storage-daemon > "$work/build.log" 2>&1 ||
             { tail -30 "$work/build.log"; echo "series: does not build: $(git_ log -1 --format=%s)"; exit 1; }
     done
-    git_ checkout -q -
-    echo "series: every prefix builds"
+    echo "series: every prefix builds ($(echo $commits | wc -w) patches)"
     ;;
 *) echo "usage: $0 check|print VERSION WORKDIR" >&2; exit 2 ;;
 esac
