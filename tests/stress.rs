@@ -546,7 +546,7 @@ const GREETING_CONNECTS: usize = 30000;
 /// lock shared with the chardev's switch to the next client: an event
 /// that passed the check while the previous client was negotiated can
 /// be written after the next client is connected, before its greeting.
-/// qemu-patches/0007 closes the case of monitors that never had a
+/// qemu-patches/0006 closes the case of monitors that never had a
 /// negotiated client (every fresh monitor-add); closing this one needs
 /// the broadcast and CHR_EVENT_CLOSED to share a lock that the chardev
 /// write path can re-enter, which is left to upstream (see README).
