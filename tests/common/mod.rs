@@ -127,25 +127,12 @@ impl Qmp {
     }
 }
 
-/// sendmsg with one fd in an SCM_RIGHTS control message.
+#[path = "../../examples/vmspawn_manager/fdpass.rs"]
+mod fdpass;
+
+/// sendmsg with one fd in an SCM_RIGHTS control message; panics on failure.
 pub fn send_fd(sock: RawFd, bytes: &[u8], fd: RawFd) {
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
-    // SAFETY: plain libc calls on buffers that live across the call.
-    unsafe {
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let mut cbuf = vec![0u8; space];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        assert_eq!(libc::sendmsg(sock, &msg, 0), bytes.len() as isize, "sendmsg");
-    }
+    fdpass::send_with_fd(sock, bytes, fd).expect("sendmsg with SCM_RIGHTS");
 }
 
 /// A patched QEMU with a manager monitor ("-qmp", id compat_monitor0).

@@ -17,6 +17,8 @@ use std::process::{Command, ExitCode, Stdio};
 
 use serde_json::{json, Value};
 
+mod fdpass;
+
 /// A minimal QMP client: one command at a time, events skipped.
 struct Qmp {
     reader: BufReader<UnixStream>,
@@ -44,7 +46,7 @@ impl Qmp {
     fn execute(&mut self, name: &str, args: Value, fd: Option<&OwnedFd>) -> std::io::Result<Value> {
         let msg = format!("{}\n", json!({"execute": name, "arguments": args}));
         match fd {
-            Some(fd) => send_with_fd(&self.sock, msg.as_bytes(), fd)?,
+            Some(fd) => fdpass::send_with_fd(self.sock.as_raw_fd(), msg.as_bytes(), fd.as_raw_fd())?,
             None => self.sock.write_all(msg.as_bytes())?,
         }
         loop {
@@ -56,33 +58,6 @@ impl Qmp {
                 return Err(std::io::Error::other(format!("{name}: {}", err["desc"])));
             }
         }
-    }
-}
-
-/// sendmsg with `fd` in an SCM_RIGHTS control message, as getfd needs.
-fn send_with_fd(sock: &UnixStream, bytes: &[u8], fd: &OwnedFd) -> std::io::Result<()> {
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: msghdr points at iov and cbuf, which outlive the call.
-    let sent = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd.as_raw_fd());
-        libc::sendmsg(sock.as_raw_fd(), &msg, 0)
-    };
-    if sent == bytes.len() as isize {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
