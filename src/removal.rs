@@ -96,16 +96,4 @@ mod tests {
         let p = Plan::new(Cause::ClientClosed { in_flight: false });
         assert!(p.free_now && p.disconnect_now && p.chardev_too && !p.flush);
     }
-
-    #[test]
-    fn the_release_hook_flushes_the_reply_then_finishes() {
-        let expected = Plan {
-            detach_to: DetachTo::MainLoop,
-            flush: true,
-            disconnect_now: true,
-            free_now: true,
-            chardev_too: true,
-        };
-        assert_eq!(AFTER_REPLY, expected);
-    }
 }
