@@ -1,10 +1,16 @@
 //! Shared pieces of the integration tests: a QEMU process started from
 //! build/bin with a manager QMP monitor, and a line-based QMP client over
 //! real Unix sockets (or any fd, for ptys and socketpairs).
+//!
+//! Every wait is bounded, so that a hang fails the test with a message
+//! saying what was awaited instead of blocking the suite: QMP reads and
+//! writes (`IO_TIMEOUT` per read or write, see `Qmp::set_timeout`),
+//! connects, process exits (`wait_timeout`), thread joins
+//! (`join_timeout`) and polling loops (`wait_until`).
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -20,48 +26,199 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("build/bin"))
 }
 
-/// A QMP connection.  Events are kept aside in `events`.
+/// How long one QMP read or write may wait for its fd (and a connect
+/// for a full backlog) before the test fails.  Only a hang gets near it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits up to `timeout` for `events` on `fd` with poll(2), which works
+/// on every kind of fd (SO_RCVTIMEO does not apply to ptys and pipes).
+/// Err(TimedOut) if nothing came.
+fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            0 => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("fd {fd} idle for {timeout:?}"))),
+            n if n > 0 => return Ok(()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A connection's fd whose reads and writes wait at most `timeout` for
+/// it to become ready (then fail with TimedOut).
+struct TimedFd {
+    file: File,
+    timeout: Duration,
+}
+
+impl Read for TimedFd {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        poll_fd(self.file.as_raw_fd(), libc::POLLIN, self.timeout)?;
+        self.file.read(buf)
+    }
+}
+
+impl Write for TimedFd {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        poll_fd(self.file.as_raw_fd(), libc::POLLOUT, self.timeout)?;
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `text`, cut to a length that fits in a panic message.
+fn brief(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+/// A read or write that waited too long: TimedOut from `poll_fd`, or
+/// EAGAIN from SO_SNDTIMEO (the fds are blocking, so nothing else
+/// gives EAGAIN).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+}
+
+/// One connect(2) to a Unix socket, non-blocking so that a full backlog
+/// (the listener is not accepting) is EAGAIN instead of a wait without
+/// end; the stream returned is blocking.
+fn connect_unix(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain syscall; the fd is checked and owned at once.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = owned(fd);
+    // SAFETY: sockaddr_un is plain data; all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "socket path too long"));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: addr is a valid sockaddr_un of `len` bytes; fd is ours.
+    if unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fcntl on our own fd.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        assert!(flags >= 0 && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0);
+    }
+    Ok(UnixStream::from(fd))
+}
+
+/// A QMP connection.  Events are kept aside in `events`.  Every read
+/// and write waits at most `IO_TIMEOUT` (see `set_timeout`), then
+/// panics saying what it waited for.
 pub struct Qmp {
-    reader: BufReader<File>,
-    writer: File,
+    reader: BufReader<TimedFd>,
+    writer: TimedFd,
     pub events: Vec<Value>,
 }
 
 impl Qmp {
     pub fn from_fd(fd: OwnedFd) -> Self {
         let file = File::from(fd);
-        Qmp { writer: file.try_clone().expect("dup"), reader: BufReader::new(file), events: Vec::new() }
+        let writer = TimedFd { file: file.try_clone().expect("dup"), timeout: IO_TIMEOUT };
+        let mut qmp =
+            Qmp { writer, reader: BufReader::new(TimedFd { file, timeout: IO_TIMEOUT }), events: Vec::new() };
+        qmp.set_timeout(IO_TIMEOUT);
+        qmp
+    }
+
+    /// How long each read or write may wait.  On a socket it is also
+    /// SO_SNDTIMEO, which bounds the writes of `writer_clone` handles
+    /// and of `send_with_fd`.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.reader.get_mut().timeout = timeout;
+        self.writer.timeout = timeout;
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: plain syscall on our own fd with a valid timeval; it
+        // fails with ENOTSOCK on ptys and pipes, which poll covers.
+        unsafe {
+            libc::setsockopt(
+                self.raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+    }
+
+    fn timeout(&self) -> Duration {
+        self.writer.timeout
+    }
+
+    /// The panic of a wait that timed out.
+    fn timed_out(&self, what: &str) -> ! {
+        panic!("timed out after {:?} waiting for {what} (QMP connection on fd {})", self.timeout(), self.raw_fd())
     }
 
     pub fn connect(path: &Path) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + IO_TIMEOUT;
         loop {
-            match UnixStream::connect(path) {
+            match connect_unix(path) {
                 Ok(s) => return Self::from_fd(s.into()),
-                Err(e) if Instant::now() > deadline => panic!("connect {}: {e}", path.display()),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("timed out after {IO_TIMEOUT:?} connecting to {}: {e}", path.display())
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.writer.as_raw_fd()
+        self.writer.file.as_raw_fd()
     }
 
     /// Next message, or None at EOF.
     pub fn recv(&mut self) -> Option<Value> {
+        self.recv_for(&|| "a QMP message".to_owned())
+    }
+
+    /// `recv`, where `what` says what is awaited, for the timeout panic.
+    fn recv_for(&mut self, what: &dyn Fn() -> String) -> Option<Value> {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) => None,
             Ok(_) => Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))),
+            Err(e) if is_timeout(&e) => self.timed_out(&what()),
             Err(e) => panic!("read: {e}"),
         }
     }
 
     /// Next message that is not an event.
     pub fn recv_reply(&mut self) -> Option<Value> {
+        self.recv_reply_for(&|| "a QMP reply".to_owned())
+    }
+
+    fn recv_reply_for(&mut self, what: &dyn Fn() -> String) -> Option<Value> {
         loop {
-            let msg = self.recv()?;
+            let msg = self.recv_for(what)?;
             if msg.get("event").is_some() {
                 self.events.push(msg);
             } else {
@@ -75,13 +232,25 @@ impl Qmp {
     }
 
     pub fn send_raw(&mut self, text: &str) {
-        self.writer.write_all(text.as_bytes()).expect("write");
+        self.send_bytes(text.as_bytes());
+    }
+
+    /// Writes `bytes` as they are (they need not be UTF-8).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        match self.writer.write_all(bytes) {
+            Ok(()) => {}
+            Err(e) if is_timeout(&e) => {
+                self.timed_out(&format!("QEMU to read {}", brief(&String::from_utf8_lossy(bytes))))
+            }
+            Err(e) => panic!("write: {e}"),
+        }
     }
 
     /// Sends `msg` and returns its reply.
     pub fn call(&mut self, msg: Value) -> Value {
         self.send(&msg);
-        self.recv_reply().unwrap_or_else(|| panic!("EOF instead of a reply to {msg}"))
+        self.recv_reply_for(&|| format!("the reply to {}", brief(&msg.to_string())))
+            .unwrap_or_else(|| panic!("EOF instead of a reply to {msg}"))
     }
 
     /// Runs a command that must succeed; returns its "return" value.
@@ -103,7 +272,7 @@ impl Qmp {
     /// Reads the greeting, negotiates `caps`, and returns the greeting's
     /// capabilities.
     pub fn handshake(&mut self, caps: &[&str]) -> Vec<String> {
-        let greeting = self.recv().expect("greeting");
+        let greeting = self.recv_for(&|| "the QMP greeting".to_owned()).expect("greeting");
         let offered = greeting["QMP"]["capabilities"]
             .as_array()
             .unwrap_or_else(|| panic!("not a greeting: {greeting}"))
@@ -116,13 +285,19 @@ impl Qmp {
 
     /// The connection is closed with nothing more to read but events.
     pub fn expect_eof(&mut self) {
-        if let Some(msg) = self.recv_reply() {
+        if let Some(msg) = self.recv_reply_for(&|| "the end of the connection".to_owned()) {
             panic!("expected EOF, got {msg}");
         }
     }
 
     /// Sends a message with `fd` attached (SCM_RIGHTS), as getfd needs.
     pub fn send_with_fd(&mut self, msg: &Value, fd: RawFd) {
+        if let Err(e) = poll_fd(self.raw_fd(), libc::POLLOUT, self.timeout()) {
+            if is_timeout(&e) {
+                self.timed_out(&format!("room to send {msg} with an fd"));
+            }
+            panic!("poll: {e}");
+        }
         send_fd(self.raw_fd(), format!("{msg}\n").as_bytes(), fd);
     }
 }
@@ -177,14 +352,25 @@ impl Qemu {
     }
 
     fn spawn(bin: &str, args: &[String], dir: PathBuf, sock: &Path) -> Self {
-        let child = Command::new(bin_dir().join(bin))
+        let mut child = Command::new(bin_dir().join(bin))
             .args(args)
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let mut mgr = Qmp::connect(sock);
-        mgr.handshake(&[]);
-        Qemu { child, dir, mgr }
+        // A QEMU that never answers is killed, not left behind.
+        let mgr = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut mgr = Qmp::connect(sock);
+            mgr.handshake(&[]);
+            mgr
+        }));
+        match mgr {
+            Ok(mgr) => Qemu { child, dir, mgr },
+            Err(panic) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -262,7 +448,13 @@ impl Qemu {
     }
 }
 
+/// Waits for QEMU to exit; kills it and panics after `limit`.
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    wait_child(child, limit, "QEMU")
+}
+
+/// Waits for `child` (`what`) to exit; kills it and panics after `limit`.
+pub fn wait_child(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -270,10 +462,44 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("QEMU did not exit within {limit:?}");
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until `is_finished` (of a thread) holds; panics after `limit`
+/// saying that `what` did not finish.  Polls with a short backoff, so
+/// that the many joins of the stress tests cost little.
+fn wait_finished(limit: Duration, what: &str, is_finished: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    let mut nap = Duration::from_micros(50);
+    while !is_finished() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what} to finish");
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// `handle.join()`, waiting at most `limit` for the thread (`what`) to
+/// finish; panics if it does not.  A timed-out thread is left running:
+/// it ends when the test's QEMU is killed.
+pub fn join_timeout<T>(handle: std::thread::JoinHandle<T>, limit: Duration, what: &str) -> std::thread::Result<T> {
+    wait_finished(limit, what, || handle.is_finished());
+    handle.join()
+}
+
+/// `join_timeout` for a thread of a `std::thread::scope`.  (The scope
+/// still joins a thread that timed out when it ends: the thread must
+/// end by itself, as every wait in it is bounded.)
+pub fn join_scoped_timeout<T>(
+    handle: std::thread::ScopedJoinHandle<'_, T>,
+    limit: Duration,
+    what: &str,
+) -> std::thread::Result<T> {
+    wait_finished(limit, what, || handle.is_finished());
+    handle.join()
 }
 
 impl Drop for Qemu {
@@ -359,17 +585,37 @@ pub enum Incoming {
 
 impl Qmp {
     /// One connection attempt (no retry), for sockets that may be gone.
+    /// Only a full backlog is waited for (at most `IO_TIMEOUT`), as a
+    /// blocking connect would.
     pub fn try_connect(path: &Path) -> std::io::Result<Self> {
-        Ok(Self::from_fd(UnixStream::connect(path)?.into()))
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            match connect_unix(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        panic!("timed out after {IO_TIMEOUT:?} waiting for {} to accept a connection", path.display());
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return Ok(Self::from_fd(r?.into())),
+            }
+        }
     }
 
     /// A second handle on the connection's socket, for a writer thread.
+    /// Its writes are bounded by SO_SNDTIMEO (see `set_timeout`): one
+    /// that times out fails with WouldBlock.
     pub fn writer_clone(&self) -> File {
-        self.writer.try_clone().expect("dup")
+        self.writer.file.try_clone().expect("dup")
     }
 
+    /// Write errors are returned (QEMU may be gone), but a write that
+    /// times out still panics: that is a hang, not an end.
     pub fn try_send_raw(&mut self, text: &str) -> std::io::Result<()> {
-        self.writer.write_all(text.as_bytes())
+        match self.writer.write_all(text.as_bytes()) {
+            Err(e) if is_timeout(&e) => self.timed_out(&format!("QEMU to read {}", brief(text))),
+            r => r,
+        }
     }
 
     /// Next message; the end of the connection is a result, not a panic.
@@ -388,6 +634,7 @@ impl Qmp {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 Incoming::Partial(String::from_utf8_lossy(&buf).into_owned())
             }
+            Err(e) if is_timeout(&e) => self.timed_out("a QMP message or the end of the connection"),
             Err(e) => panic!("read: {e}"),
         }
     }
@@ -583,6 +830,7 @@ impl Qmp {
                 Ok(n) => out.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => self.timed_out("QEMU to close the connection"),
                 Err(e) => panic!("read: {e}"),
             }
         }
