@@ -18,6 +18,57 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 BIN_DIR = os.environ.get("QEMU_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/bin"))
 
+# Every wait is bounded: a hang fails the test, saying what it waited
+# for, instead of blocking the suite.  Seconds per wait.
+TIMEOUT = 30
+
+
+def timed_out(what):
+    return AssertionError(f"timed out after {TIMEOUT} s waiting for {what}")
+
+
+async def bounded(awaitable, what):
+    """awaitable, waited for at most TIMEOUT seconds."""
+    try:
+        return await asyncio.wait_for(awaitable, TIMEOUT)
+    except asyncio.TimeoutError:
+        raise timed_out(what) from None
+
+
+class BoundedQMP(QEMUMonitorProtocol):
+    """qemu.qmp's legacy client with every wait bounded: it has a
+    timeout for commands (settimeout) but none for connect and close."""
+
+    def __init__(self, address):
+        super().__init__(address)
+        self.settimeout(TIMEOUT)
+        self._awaiting = None
+
+    def _sync(self, future, timeout=None):
+        try:
+            return super()._sync(future, TIMEOUT if timeout is None else timeout)
+        except asyncio.TimeoutError:
+            raise timed_out(f"{self._awaiting or 'QMP'} on {self._address}") from None
+
+    def _bounded(self, what, call, *args, **kwargs):
+        self._awaiting = what
+        try:
+            return call(*args, **kwargs)
+        finally:
+            self._awaiting = None
+
+    def connect(self, negotiate=True):
+        return self._bounded("the greeting", super().connect, negotiate)
+
+    def cmd_obj(self, qmp_cmd):
+        return self._bounded(f"the reply to {qmp_cmd}", super().cmd_obj, qmp_cmd)
+
+    def cmd(self, cmd, **kwds):
+        return self._bounded(f"the reply to {cmd}", super().cmd, cmd, **kwds)
+
+    def close(self):
+        return self._bounded("the disconnect", super().close)
+
 
 class Qemu:
     """A patched QEMU whose manager monitor is driven by qemu.qmp's
@@ -29,12 +80,20 @@ class Qemu:
         self.proc = subprocess.Popen(
             [os.path.join(BIN_DIR, "qemu-system-x86_64"), "-M", "none", "-accel", "qtest",
              "-display", "none", "-qmp", f"unix:{mgr},server=on,wait=off"])
-        for _ in range(600):
-            if os.path.exists(mgr):
-                break
-            time.sleep(0.05)
-        self.mgr = QEMUMonitorProtocol(mgr)
-        self.mgr.connect()
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while not os.path.exists(mgr):
+                if time.monotonic() > deadline:
+                    raise timed_out(f"QEMU to create {mgr}")
+                time.sleep(0.05)
+            self.mgr = BoundedQMP(mgr)
+            self.mgr.connect()
+        except BaseException:
+            # setUp failed: no cleanup will stop this QEMU
+            self.proc.kill()
+            self.proc.wait(timeout=TIMEOUT)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def cmd(self, name, **args):
         rsp = self.mgr.cmd_raw(name, args or None)
@@ -79,40 +138,40 @@ class QemuQmpClients(unittest.TestCase):
 
         async def scenario():
             mgr = QMPClient("manager")
-            await mgr.connect(mgr_path)
+            await bounded(mgr.connect(mgr_path), "the manager's greeting")
             try:
                 await session(mgr)
             finally:
-                await mgr.disconnect()
+                await bounded(mgr.disconnect(), "the manager's disconnect")
 
         async def session(mgr):
             client = QMPClient("s1")
-            await client.connect(path)
-            self.assertEqual(await client.execute("query-name"), {})
+            await bounded(client.connect(path), "s1's greeting")
+            self.assertEqual(await bounded(client.execute("query-name"), "s1's query-name"), {})
             listener = EventListener()
             with client.listen(listener):
-                await mgr.execute("stop")
-                event = await asyncio.wait_for(listener.get(), 30)
+                await bounded(mgr.execute("stop"), "the reply to stop")
+                event = await bounded(listener.get(), "the STOP event on s1")
             self.assertEqual(event["event"], "STOP")
             # Removed by the manager: the server side closes the connection,
             # which qemu.qmp reports as EOFError when the client disconnects.
-            await mgr.execute("monitor-remove", {"id": "s1"})
+            await bounded(mgr.execute("monitor-remove", {"id": "s1"}), "the reply to monitor-remove")
             with self.assertRaises(StateError):
-                await asyncio.wait_for(client.execute("query-name"), 30)
+                await bounded(client.execute("query-name"), "s1's query-name after its removal")
             with self.assertRaises(EOFError):
-                await client.disconnect()
-            ids = [m["id"] for m in await mgr.execute("query-monitors")]
+                await bounded(client.disconnect(), "s1's disconnect")
+            ids = [m["id"] for m in await bounded(mgr.execute("query-monitors"), "the reply to query-monitors")]
             self.assertEqual(ids, ["compat_monitor0"])
 
         try:
             asyncio.run(scenario())
         finally:
-            self.qemu.mgr = QEMUMonitorProtocol(mgr_path)
+            self.qemu.mgr = BoundedQMP(mgr_path)
             self.qemu.mgr.connect()
 
     def test_legacy_client_removes_its_own_monitor(self):
         path = self.qemu.session("s2")
-        client = QEMUMonitorProtocol(path)
+        client = BoundedQMP(path)
         greeting = client.connect(negotiate=True)
         self.assertEqual(greeting["QMP"]["capabilities"], ["oob"])
         self.assertIn("status", client.cmd("query-status"))
