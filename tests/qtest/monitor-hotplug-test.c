@@ -7,16 +7,24 @@
  * while separate client sockets talk to the monitors being added and
  * removed.
  *
+ * Every wait on those client sockets is bounded (CLIENT_TIMEOUT_S), so
+ * that a hang fails with a message saying what was awaited, before the
+ * test harness's timeout for the whole test.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include "libqtest.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qstring.h"
+
+/* Seconds a client socket waits for QEMU, and a poll loop for a state */
+#define CLIENT_TIMEOUT_S 10
 
 typedef struct {
     QTestState *qts;
@@ -95,22 +103,68 @@ static void assert_ok(QDict *rsp)
     qobject_unref(rsp);
 }
 
+/*
+ * A client socket.  SO_RCVTIMEO and SO_SNDTIMEO bound every read and
+ * write, also those of qmp_fd_receive() in the middle of a message
+ * (which then aborts); wait_readable() reports the usual case, nothing
+ * at all coming, with what was awaited.
+ */
 static int connect_client(Fixture *f, const char *chardev)
 {
     g_autofree char *path = sock_path(f, chardev);
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    struct timeval timeout = { .tv_sec = CLIENT_TIMEOUT_S };
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 
     g_assert(fd >= 0);
+    g_assert_cmpint(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout,
+                               sizeof(timeout)), ==, 0);
+    g_assert_cmpint(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout,
+                               sizeof(timeout)), ==, 0);
     g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
     g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
     return fd;
 }
 
+/* Wait at most CLIENT_TIMEOUT_S for @fd to have input (or EOF). */
+static void wait_readable(int fd, const char *what)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    int ret;
+
+    do {
+        ret = poll(&pfd, 1, CLIENT_TIMEOUT_S * 1000);
+    } while (ret < 0 && errno == EINTR);
+    if (ret == 0) {
+        g_test_message("timed out after %d s waiting for %s",
+                       CLIENT_TIMEOUT_S, what);
+    }
+    g_assert_cmpint(ret, ==, 1);
+}
+
+static QDict *client_receive(int fd, const char *what)
+{
+    wait_readable(fd, what);
+    return qmp_fd_receive(fd);
+}
+
+/* qmp_fd(), with the wait for the reply bounded */
+static QDict *client_qmp(int fd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static QDict *client_qmp(int fd, const char *fmt, ...)
+{
+    g_autofree char *what = g_strdup_printf("the reply to %s", fmt);
+    va_list ap;
+
+    va_start(ap, fmt);
+    qmp_fd_vsend(fd, fmt, ap);
+    va_end(ap);
+    return client_receive(fd, what);
+}
+
 /* Read the greeting and negotiate; return the greeting's capabilities. */
 static QList *handshake(int fd)
 {
-    QDict *greeting = qmp_fd_receive(fd);
+    QDict *greeting = client_receive(fd, "the QMP greeting");
     QList *caps = qdict_get_qlist(qdict_get_qdict(greeting, "QMP"),
                                   "capabilities");
     QDict *rsp;
@@ -119,11 +173,11 @@ static QList *handshake(int fd)
     qobject_ref(caps);
     qobject_unref(greeting);
 
-    rsp = qmp_fd(fd, "{'execute': 'query-name'}");
+    rsp = client_qmp(fd, "{'execute': 'query-name'}");
     g_assert_cmpstr(qdict_get_str(qdict_get_qdict(rsp, "error"), "class"),
                     ==, "CommandNotFound");
     qobject_unref(rsp);
-    assert_ok(qmp_fd(fd, "{'execute': 'qmp_capabilities'}"));
+    assert_ok(client_qmp(fd, "{'execute': 'qmp_capabilities'}"));
     return caps;
 }
 
@@ -136,9 +190,11 @@ static void assert_eof(int fd)
     char c;
     ssize_t n;
 
-    while ((n = recv(fd, &c, 1, 0)) == 1) {
-        g_assert(c == '\r' || c == '\n');
-    }
+    do {
+        wait_readable(fd, "the end of the connection");
+        n = recv(fd, &c, 1, 0);
+        g_assert(n != 1 || c == '\r' || c == '\n');
+    } while (n == 1);
     g_assert_cmpint(n, ==, 0);
     close(fd);
 }
@@ -198,7 +254,7 @@ static void test_add_talk_remove(void)
     g_assert_cmpstr(qstring_get_str(qobject_to(QString,
                     qlist_peek(caps))), ==, "oob");
     qobject_unref(caps);
-    rsp = qmp_fd(fd, "{'execute': 'query-status'}");
+    rsp = client_qmp(fd, "{'execute': 'query-status'}");
     g_assert(qdict_haskey(qdict_get_qdict(rsp, "return"), "status"));
     qobject_unref(rsp);
 
@@ -290,8 +346,8 @@ static void test_self_removal(void)
     assert_ok(monitor_add(&f, "m1", "c1"));
     fd = connect_client(&f, "c1");
     qobject_unref(handshake(fd));
-    rsp = qmp_fd(fd, "{'execute': 'monitor-remove',"
-                 " 'arguments': {'id': 'm1'}}");
+    rsp = client_qmp(fd, "{'execute': 'monitor-remove',"
+                     " 'arguments': {'id': 'm1'}}");
     assert_ok(rsp);
     assert_eof(fd);
     list = list_monitors(&f);
@@ -357,6 +413,7 @@ static void test_close_action_delete(void)
 {
     Fixture f;
     g_autofree char *during = NULL;
+    gint64 deadline;
     int fd;
 
     start(&f, NULL);
@@ -376,7 +433,13 @@ static void test_close_action_delete(void)
     fd = connect_client(&f, "c1");
     qobject_unref(handshake(fd));
     close(fd);
+    deadline = g_get_monotonic_time() + CLIENT_TIMEOUT_S * G_TIME_SPAN_SECOND;
     while (has_chardev(&f, "c1")) {
+        if (g_get_monotonic_time() > deadline) {
+            g_test_message("timed out after %d s waiting for chardev c1 to go"
+                           " with its client", CLIENT_TIMEOUT_S);
+            g_assert_not_reached();
+        }
         g_usleep(10 * 1000);
     }
     assert_error(monitor_remove(&f, "m1"), "No monitor with id 'm1'");
