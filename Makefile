@@ -123,8 +123,9 @@ $(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
 	  ninja -C $(QBUILD) $(BINARIES) || exit 1; \
 	  echo "==> build: $$(( $$(date +%s) - t0 ))s"; fi
 	@mkdir -p $(BIN)
-	@for b in $(BINARIES); do cmp -s $(QBUILD)/$$b $(BIN)/$$(basename $$b) || \
-	  cp $(QBUILD)/$$b $(BIN)/; done
+	@# a new file renamed into place: a running copy keeps its inode
+	@for b in $(BINARIES); do n=$$(basename $$b); cmp -s $(QBUILD)/$$b $(BIN)/$$n || \
+	  { cp $(QBUILD)/$$b $(BIN)/.$$n.new && mv -f $(BIN)/.$$n.new $(BIN)/$$n; } || exit 1; done
 	@test -f $@ || touch $@
 
 FORCE:

@@ -121,11 +121,12 @@ fn main() {
         .allowlist_function("qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate")
         .allowlist_function("aio_bh_schedule_oneshot_full|iohandler_get_aio_context")
         .allowlist_function(
-            "monitor_init_qmp|monitor_cur|monitor_data_destroy|monitor_flush\
-             |monitor_qmp_cleanup_queue_and_resume|qemu_chr_find\
-             |qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
+            "monitor_init_qmp_full|monitor_cur|monitor_data_destroy\
+             |monitor_qmp_cleanup_queue_and_resume|monitor_qmp_end_session\
+             |monitor_drop_output_locked|monitor_cancel_accept_input\
+             |qemu_chr_find|qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
              |iothread_get_aio_context|iothread_get_g_main_context\
-             |aio_wait_bh_oneshot|id_wellformed|qio_channel_read\
+             |aio_wait_bh_oneshot|id_wellformed\
              |qmp_chardev_remove|warn_report_err",
         )
         .allowlist_type(OPAQUE)

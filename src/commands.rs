@@ -12,7 +12,7 @@ use foreign_types::ForeignType;
 
 use crate::bindings as sys;
 use crate::qemu::{arg, result_to_errp};
-use crate::{info, monitors};
+use crate::{info, monitors, removed};
 
 // A schema change that alters a handler's C type breaks the build here
 // instead of crashing QEMU at run time.
@@ -21,6 +21,7 @@ const _: sys::qmh_qmp_monitor_remove_fn = Some(qmp_monitor_remove);
 const _: sys::qmh_qmp_query_monitors_fn = Some(qmp_query_monitors);
 const _: sys::qmh_release_removed_fn = Some(monitor_qmp_release_removed);
 const _: sys::qmh_closed_fn = Some(monitor_qmp_closed);
+const _: sys::qmh_cleanup_removed_fn = Some(monitor_qmp_cleanup_removed);
 
 /// # Safety
 /// Called by QAPI's marshaller: valid strings, `errp` NULL or valid.
@@ -53,7 +54,7 @@ pub unsafe extern "C" fn qmp_monitor_remove(id: *const c_char, errp: *mut *mut s
     // SAFETY: QAPI passes a valid, non-NULL string.
     let id = unsafe { arg(id) };
     // SAFETY: errp comes from the marshaller.
-    unsafe { result_to_errp(monitors::remove(id).map_err(Into::into), errp) };
+    unsafe { result_to_errp(removed::remove(id).map_err(Into::into), errp) };
 }
 
 /// # Safety
@@ -65,15 +66,15 @@ pub unsafe extern "C" fn qmp_query_monitors(_errp: *mut *mut sys::Error) -> *mut
     info::query().map_or(ptr::null_mut(), ForeignType::into_ptr)
 }
 
-/// The QMP dispatcher calls this, in its coroutine, after writing the
-/// reply to a monitor's monitor-remove of itself.
+/// The QMP dispatcher calls this, in its coroutine, once it is done
+/// with a request of a monitor that was removed meanwhile.
 ///
 /// # Safety
-/// `mon` is the dead monitor monitor-remove left to the dispatcher.
+/// `mon` is the dead monitor a removal left to the dispatcher.
 #[no_mangle]
 pub unsafe extern "C" fn monitor_qmp_release_removed(mon: *mut sys::Monitor) {
     if let Some(mon) = NonNull::new(mon) {
-        monitors::release_after_reply(mon);
+        removed::release_after_reply(mon);
     }
 }
 
@@ -85,6 +86,13 @@ pub unsafe extern "C" fn monitor_qmp_release_removed(mon: *mut sys::Monitor) {
 #[no_mangle]
 pub unsafe extern "C" fn monitor_qmp_closed(mon: *mut sys::Monitor) {
     if let Some(mon) = NonNull::new(mon) {
-        monitors::client_closed(mon);
+        removed::client_closed(mon);
     }
+}
+
+/// monitor_cleanup() calls this in the main loop thread, once the
+/// dispatcher has stopped and while the monitor I/O thread still runs.
+#[no_mangle]
+pub extern "C" fn monitor_qmp_cleanup_removed() {
+    removed::release_all_after_reply();
 }

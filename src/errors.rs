@@ -14,6 +14,7 @@ pub enum MonitorError {
     IdInUse(String),
     ChardevNotFound(String),
     ChardevInUse(String),
+    ChardevDefunct(String),
     NoSuchMonitor(String),
     NotQmp(String),
 }
@@ -40,6 +41,12 @@ impl fmt::Display for MonitorError {
             Self::ChardevInUse(c) => {
                 write!(f, "Chardev '{}' is already in use by another frontend", shown(c))
             }
+            Self::ChardevDefunct(c) => write!(
+                f,
+                "Chardev '{}' has lost its client and cannot get another one; \
+                 close-action 'delete' needs a client",
+                shown(c)
+            ),
             Self::NoSuchMonitor(id) => write!(f, "No monitor with id '{}'", shown(id)),
             Self::NotQmp(id) => write!(
                 f,

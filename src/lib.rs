@@ -3,11 +3,14 @@
 //!
 //! Layout:
 //! - [`errors`]: every error the commands report, with its message;
-//! - [`removal`]: which removal steps run where (pure logic);
+//! - [`removal`]: the plan of a removal (pure logic);
 //! - `bindings`, `qemu`: the bindgen'd QEMU API and small safe wrappers
-//!   over it (lock guards, list walkers, an `Error **` writer);
-//! - `monitors`: monitors on `mon_list` and the removal steps;
-//! - `commands`: the `qmp_*` handlers QAPI's generated code calls.
+//!   over it (lock guards, an `Error **` writer, running in a thread);
+//! - `monitors`: monitors on `mon_list`, and monitor-add;
+//! - `removed`: monitors taken off `mon_list` and the removal steps;
+//! - `farewell`: closing a removed monitor's connection gracefully;
+//! - `info`: the list query-monitors returns;
+//! - `commands`: the functions QEMU's C code calls.
 //!
 //! Everything C can reach returns errors instead of panicking; the
 //! profile aborts on panic so that a bug can never unwind into C.
@@ -23,8 +26,12 @@ mod bindings;
 #[cfg(not(test))]
 mod commands;
 #[cfg(not(test))]
+mod farewell;
+#[cfg(not(test))]
 mod info;
 #[cfg(not(test))]
 mod monitors;
 #[cfg(not(test))]
 mod qemu;
+#[cfg(not(test))]
+mod removed;

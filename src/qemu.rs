@@ -118,25 +118,44 @@ impl ChardevRef {
         // SAFETY: a live chardev (see the type's comment).
         unsafe { sys::qmh_chr_has_frontend(self.as_ptr()) }
     }
+
+    /// A socket chardev whose client left and that can get no other one
+    /// (not listening, not reconnecting), such as one made from a
+    /// socketpair fd whose peer was closed.
+    pub fn is_defunct(self) -> bool {
+        // SAFETY: a live chardev (see the type's comment).
+        unsafe { sys::qmh_chr_socket_defunct(self.as_ptr()) }
+    }
 }
 
-/// Runs `f` in the thread that owns `ctx` and waits for it.  Must be
+/// Runs `f` in the thread that owns `ctx`, waits for it and returns its
+/// result.  `f` and its result cross threads, hence `Send`.  Must be
 /// called from the main loop thread outside coroutine context
 /// (aio_wait_bh_oneshot's rule).
-pub fn run_in<F: FnOnce()>(ctx: *mut sys::AioContext, f: F) {
-    unsafe extern "C" fn trampoline<G: FnOnce()>(opaque: *mut c_void) {
-        // SAFETY: opaque is the &mut Option<F> below, which outlives the
-        // wait, and only this bottom half touches it meanwhile.
-        let slot = unsafe { &mut *opaque.cast::<Option<G>>() };
-        if let Some(f) = slot.take() {
-            f();
+pub fn run_in<R: Send, F: FnOnce() -> R + Send>(ctx: *mut sys::AioContext, f: F) -> R {
+    enum Slot<F, R> {
+        Call(F),
+        Done(R),
+        Empty,
+    }
+    unsafe extern "C" fn trampoline<R, F: FnOnce() -> R>(opaque: *mut c_void) {
+        // SAFETY: opaque is the &mut Slot below, which outlives the wait,
+        // and only this bottom half touches it meanwhile.
+        let slot = unsafe { &mut *opaque.cast::<Slot<F, R>>() };
+        if let Slot::Call(f) = std::mem::replace(slot, Slot::Empty) {
+            *slot = Slot::Done(f());
         }
     }
-    let mut slot = Some(f);
+    let mut slot = Slot::Call(f);
     let opaque = ptr::from_mut(&mut slot).cast::<c_void>();
-    // SAFETY: the bottom half runs trampoline::<F> once with a pointer
-    // to `slot`, and aio_wait_bh_oneshot returns only after it ran.
-    unsafe { sys::aio_wait_bh_oneshot(ctx, Some(trampoline::<F>), opaque) };
+    // SAFETY: the bottom half runs trampoline once with a pointer to
+    // `slot`, and aio_wait_bh_oneshot returns only after it ran.
+    unsafe { sys::aio_wait_bh_oneshot(ctx, Some(trampoline::<R, F>), opaque) };
+    match slot {
+        Slot::Done(r) => r,
+        // aio_wait_bh_oneshot runs the bottom half before it returns
+        Slot::Call(_) | Slot::Empty => unreachable!("run_in: the bottom half did not run"),
+    }
 }
 
 /// `s` copied into g_malloc'd memory, for QAPI to g_free.

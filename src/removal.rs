@@ -1,99 +1,89 @@
-//! Which removal steps run where.  The five steps of SPEC.md
-//! ("Ordering rules of removal") always run in the same order; what
-//! differs is who owns the monitor at the time.  When the QMP
-//! dispatcher is processing one of the monitor's requests (it is
-//! removing itself, or its client left mid-command), the dispatcher
-//! still holds the monitor: the connection stays on the monitor's own
-//! context for the reply, and the dispatcher releases the monitor after.
-
-/// Where the chardev's handlers go when they are detached (step 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DetachTo {
-    /// Keep the context the monitor ran in, so the reply can be flushed.
-    OwnContext,
-    /// Back to the main loop, where a chardev without frontend lives.
-    MainLoop,
-}
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! What a removal does once it has taken the monitor off `mon_list`
+//! (step 1 of SPEC.md's "Ordering rules of removal").  Steps 2 to 5
+//! always run in the same order; what differs is whether they can all
+//! run now, and what happens to the reply in flight and the chardev.
 
 /// Why a monitor is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
-    /// monitor-remove; `own` if the monitor runs it on itself.
-    Command { own: bool },
-    /// The client of a close-action=delete monitor disconnected;
-    /// `in_flight` if the dispatcher is running one of its requests.
-    ClientClosed { in_flight: bool },
+    /// monitor-remove, sent to another monitor.
+    RemovedByOther,
+    /// monitor-remove, sent to the monitor being removed.
+    RemovedItself,
+    /// The client of a close-action=delete monitor disconnected.
+    ClientLeft,
 }
 
-/// What happens after the monitor is unlinked (step 1).
+/// The reply to the request the dispatcher is running for the monitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
-    pub detach_to: DetachTo,
-    /// Write out what is buffered before detaching (a reply owed).
-    pub flush: bool,
-    /// Drop the client now (otherwise: once the reply is written).
-    pub disconnect_now: bool,
-    /// Free the monitor now (otherwise: the dispatcher's release hook).
-    pub free_now: bool,
-    /// Remove the chardev as well, if the monitor has close-action=delete.
-    /// Only a removal by another monitor leaves a one-shot chardev.
-    pub chardev_too: bool,
+pub enum Reply {
+    /// Write it: the removal's own `{"return": {}}`.
+    Deliver,
+    /// Drop it: its client is gone, or the monitor was removed under it.
+    Drop,
 }
 
-impl Plan {
-    pub fn new(cause: Cause) -> Self {
-        let dispatcher_owns = matches!(
-            cause,
-            Cause::Command { own: true } | Cause::ClientClosed { in_flight: true }
-        );
-        if dispatcher_owns {
-            Plan {
-                detach_to: DetachTo::OwnContext,
-                flush: false,
-                disconnect_now: false,
-                free_now: false,
-                chardev_too: false,
-            }
-        } else {
-            Plan { flush: false, chardev_too: cause != Cause::Command { own: false }, ..AFTER_REPLY }
+/// The removal's plan for steps 2 to 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Nothing else holds the monitor: all steps now.
+    Now { chardev_too: bool },
+    /// The dispatcher holds one of the monitor's requests: steps 2 to 4
+    /// now, keeping the connection on the monitor's own context, and
+    /// step 5 when the dispatcher hands the monitor back after `reply`.
+    AfterReply { reply: Reply, chardev_too: bool },
+}
+
+impl Removal {
+    /// `dispatcher_holds`: the dispatcher is running one of the
+    /// monitor's requests.  `deletes_on_close`: close-action=delete.
+    pub fn plan(cause: Cause, dispatcher_holds: bool, deletes_on_close: bool) -> Self {
+        // A one-shot session's chardev goes with it, unless the manager
+        // removed the monitor and so asked for that alone.
+        let chardev_too = deletes_on_close && cause != Cause::RemovedByOther;
+        if !dispatcher_holds {
+            return Removal::Now { chardev_too };
         }
+        let reply = match cause {
+            Cause::RemovedItself => Reply::Deliver,
+            Cause::RemovedByOther | Cause::ClientLeft => Reply::Drop,
+        };
+        Removal::AfterReply { reply, chardev_too }
     }
 }
-
-/// What the dispatcher's release hook does once the reply is written:
-/// the part of a deferred plan that was left out.
-pub const AFTER_REPLY: Plan = Plan {
-    detach_to: DetachTo::MainLoop,
-    flush: true,
-    disconnect_now: true,
-    free_now: true,
-    chardev_too: true,
-};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn removal_by_another_monitor_finishes_at_once_and_keeps_the_chardev() {
-        let p = Plan::new(Cause::Command { own: false });
-        assert_eq!(p.detach_to, DetachTo::MainLoop);
-        assert!(p.disconnect_now && p.free_now);
-        assert!(!p.flush && !p.chardev_too);
-    }
-
-    #[test]
-    fn dispatcher_owned_removals_are_deferred() {
-        for cause in [Cause::Command { own: true }, Cause::ClientClosed { in_flight: true }] {
-            let p = Plan::new(cause);
-            assert_eq!(p.detach_to, DetachTo::OwnContext, "{cause:?}");
-            assert!(!p.disconnect_now && !p.free_now && !p.chardev_too, "{cause:?}");
+    fn removal_by_another_monitor_keeps_the_chardev() {
+        for one_shot in [false, true] {
+            assert_eq!(Removal::plan(Cause::RemovedByOther, false, one_shot), Removal::Now { chardev_too: false });
+            assert_eq!(
+                Removal::plan(Cause::RemovedByOther, true, one_shot),
+                Removal::AfterReply { reply: Reply::Drop, chardev_too: false }
+            );
         }
     }
 
     #[test]
-    fn a_closed_idle_session_goes_with_its_chardev() {
-        let p = Plan::new(Cause::ClientClosed { in_flight: false });
-        assert!(p.free_now && p.disconnect_now && p.chardev_too && !p.flush);
+    fn a_self_removal_delivers_its_reply_and_takes_a_one_shot_chardev() {
+        for one_shot in [false, true] {
+            assert_eq!(
+                Removal::plan(Cause::RemovedItself, true, one_shot),
+                Removal::AfterReply { reply: Reply::Deliver, chardev_too: one_shot }
+            );
+        }
+    }
+
+    #[test]
+    fn a_closed_session_goes_with_its_chardev_after_any_request_in_flight() {
+        assert_eq!(Removal::plan(Cause::ClientLeft, false, true), Removal::Now { chardev_too: true });
+        assert_eq!(
+            Removal::plan(Cause::ClientLeft, true, true),
+            Removal::AfterReply { reply: Reply::Drop, chardev_too: true }
+        );
     }
 }

@@ -72,16 +72,32 @@ bool qmh_chr_has_frontend(Chardev *chr)
     return CHARDEV_FRONTEND(chr) != NULL;
 }
 
-GMainContext *qmh_chr_gcontext(Chardev *chr)
+static SocketChardev *qmh_socket_chardev(Chardev *chr)
 {
-    return chr->gcontext;
+    return (SocketChardev *)object_dynamic_cast(OBJECT(chr),
+                                                TYPE_CHARDEV_SOCKET);
 }
 
-/* The connected client channel of a socket chardev, or NULL */
-QIOChannel *qmh_chr_socket_channel(Chardev *chr)
+/*
+ * The socket of a socket chardev's connected client, when the chardev
+ * writes to it as it is (no TLS, no websocket framing); otherwise -1.
+ */
+int qmh_chr_socket_fd(Chardev *chr)
 {
-    SocketChardev *s = (SocketChardev *)
-        object_dynamic_cast(OBJECT(chr), TYPE_CHARDEV_SOCKET);
+    SocketChardev *s = qmh_socket_chardev(chr);
 
-    return s && s->state == TCP_CHARDEV_STATE_CONNECTED ? s->ioc : NULL;
+    if (!s || s->state != TCP_CHARDEV_STATE_CONNECTED ||
+        s->ioc != QIO_CHANNEL(s->sioc)) {
+        return -1;
+    }
+    return s->sioc->fd;
+}
+
+/* A socket chardev without client that can never get one */
+bool qmh_chr_socket_defunct(Chardev *chr)
+{
+    SocketChardev *s = qmh_socket_chardev(chr);
+
+    return s && s->state == TCP_CHARDEV_STATE_DISCONNECTED &&
+        !s->is_listen && !s->reconnect_time_ms;
 }

@@ -28,6 +28,7 @@ typedef __typeof__(&qmp_monitor_remove) qmh_qmp_monitor_remove_fn;
 typedef __typeof__(&qmp_query_monitors) qmh_qmp_query_monitors_fn;
 typedef __typeof__(&monitor_qmp_release_removed) qmh_release_removed_fn;
 typedef __typeof__(&monitor_qmp_closed) qmh_closed_fn;
+typedef __typeof__(&monitor_qmp_cleanup_removed) qmh_cleanup_removed_fn;
 
 /* shim.c: macros and static inline functions, made callable */
 void qmh_monitor_lock(void);
@@ -41,5 +42,5 @@ MonitorQMP *qmh_monitor_qmp(Monitor *mon);
 void qmh_error_set(Error **errp, const char *msg);
 const char *qmh_chr_label(Chardev *chr);
 bool qmh_chr_has_frontend(Chardev *chr);
-GMainContext *qmh_chr_gcontext(Chardev *chr);
-QIOChannel *qmh_chr_socket_channel(Chardev *chr);
+int qmh_chr_socket_fd(Chardev *chr);
+bool qmh_chr_socket_defunct(Chardev *chr);

@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! Monitors taken off `mon_list`, and the steps that remove them for
+//! good: monitor-remove, close-action=delete, and the release of a
+//! monitor the QMP dispatcher held while it was removed.
+//!
+//! Threads: every function here runs in the main loop thread with the
+//! BQL, outside coroutine context, except [`client_closed`] (the thread
+//! that runs the monitor's chardev) and [`release_after_reply`] (the
+//! dispatcher's coroutine), which only schedule work for the main loop.
+//! The steps that touch the chardev's handlers run in the thread that
+//! runs them (see [`RemovedMonitor::in_home_context`]).
+
+use std::cell::RefCell;
+use std::ffi::{c_void, CStr, CString};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::ptr::{self, NonNull};
+
+use crate::bindings as sys;
+use crate::errors::MonitorError;
+use crate::farewell;
+use crate::monitors::MonitorList;
+use crate::qemu::{run_in, with_local_err, MutexGuard, QmpError};
+use crate::removal::{Cause, Removal, Reply};
+
+/// A QMP monitor that step 1 took off `mon_list` and marked dead.  Only
+/// its owner, the holder of this value, can reach it (the dispatcher
+/// too while it holds one of its requests, see [`Removal::AfterReply`]).
+#[must_use = "a removed monitor must be released, or it leaks"]
+pub struct RemovedMonitor {
+    mon: NonNull<sys::Monitor>,
+}
+
+/// A removal waiting for the dispatcher to hand the monitor back.
+struct AfterReply {
+    mon: RemovedMonitor,
+    chardev_too: bool,
+    /// Output owed to the client, taken before the session ended.
+    owed: Vec<u8>,
+}
+
+thread_local! {
+    /// The removals waiting for the dispatcher (main loop thread only).
+    static AFTER_REPLY: RefCell<Vec<AfterReply>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where the chardev's handlers go in step 3.
+#[derive(Clone, Copy)]
+enum DetachTo {
+    /// The context the monitor ran in, so that the reply can be flushed.
+    OwnContext,
+    /// The main loop, where a chardev without frontend lives.
+    MainLoop,
+}
+
+impl RemovedMonitor {
+    /// # Safety
+    /// `mon` is a QMP monitor that the caller took off `mon_list` and
+    /// marked dead under `monitor_lock`; no other owner exists.
+    pub unsafe fn from_raw(mon: NonNull<sys::Monitor>) -> Self {
+        RemovedMonitor { mon }
+    }
+
+    fn raw(&self) -> *mut sys::Monitor {
+        self.mon.as_ptr()
+    }
+
+    fn serial(&self) -> u64 {
+        // SAFETY: set before the monitor joined mon_list; immutable.
+        unsafe { (*self.raw()).serial }
+    }
+
+    /// Is the dispatcher running one of this monitor's requests?
+    fn dispatcher_holds(&self) -> bool {
+        // SAFETY: qmp_dispatcher_mon is used in the main loop thread only.
+        unsafe { sys::qmp_dispatcher_mon == self.raw() }
+    }
+
+    /// Is this monitor running the command being executed?
+    fn is_current(&self) -> bool {
+        // SAFETY: monitor_cur only reads the current coroutine's monitor.
+        unsafe { sys::monitor_cur() == self.raw() }
+    }
+
+    fn deletes_on_close(&self) -> bool {
+        // SAFETY: set before the monitor was published; immutable.
+        unsafe { (*self.raw()).close_action == sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_DELETE }
+    }
+
+    fn uses_io_thread(&self) -> bool {
+        // SAFETY: set at creation and never changes.
+        unsafe { (*self.raw()).use_io_thread }
+    }
+
+    fn qmp(&self) -> *mut sys::MonitorQMP {
+        // SAFETY: removed monitors are QMP monitors.
+        unsafe { sys::qmh_monitor_qmp(self.raw()) }
+    }
+
+    /// Runs `f` in the thread that runs the chardev's handlers, so that
+    /// it cannot race with them: the monitor I/O thread, or this one.
+    fn in_home_context<R: Send>(&self, f: impl FnOnce(&Self) -> R + Send) -> R {
+        if !self.uses_io_thread() {
+            return f(self);
+        }
+        /// The monitor, lent to the I/O thread.
+        struct Lent<'a>(&'a RemovedMonitor);
+        // SAFETY: its owner waits in run_in() while the I/O thread uses
+        // the monitor, so one thread at a time uses it; and nothing else
+        // reaches a removed monitor (see the type's comment).
+        unsafe impl Send for Lent<'_> {}
+        impl Lent<'_> {
+            fn get(&self) -> &RemovedMonitor {
+                self.0
+            }
+        }
+        let lent = Lent(self);
+        // SAFETY: mon_iothread exists while an I/O-thread monitor does.
+        let ctx = unsafe { sys::iothread_get_aio_context(sys::mon_iothread) };
+        run_in(ctx, move || f(lent.get()))
+    }
+
+    /// Step 2: takes the output not written yet, and cancels the
+    /// out_watch that was writing it.  Home context.
+    fn take_output(&self) -> Vec<u8> {
+        let m = self.raw();
+        // SAFETY: mon_lock lives as long as the monitor; not held here.
+        let _guard = unsafe { MutexGuard::lock(&raw mut (*m).mon_lock) };
+        // SAFETY: outbuf is a GString protected by mon_lock, which we
+        // hold; monitor_drop_output_locked wants the lock and the home
+        // context, where we run.
+        unsafe {
+            let out = &*(*m).outbuf;
+            let owed = std::slice::from_raw_parts(out.str.cast::<u8>(), out.len).to_vec();
+            sys::monitor_drop_output_locked(m);
+            owed
+        }
+    }
+
+    /// Ends the client's session: the reply in flight is dropped.
+    /// Home context.
+    fn end_session(&self) {
+        // SAFETY: a QMP monitor; the function takes mon_lock itself.
+        unsafe { sys::monitor_qmp_end_session(self.qmp()) };
+    }
+
+    /// Step 3: detaches the chardev handlers.  Home context.
+    fn detach_handlers(&self, to: DetachTo) {
+        let ctx = match to {
+            // SAFETY: as in in_home_context.
+            DetachTo::OwnContext if self.uses_io_thread() => unsafe {
+                sys::iothread_get_g_main_context(sys::mon_iothread)
+            },
+            _ => ptr::null_mut(),
+        };
+        // SAFETY: the frontend is initialised and we run in its thread.
+        unsafe {
+            sys::qemu_chr_fe_set_handlers(
+                &raw mut (*self.raw()).chr,
+                None,
+                None,
+                None,
+                None,
+                ptr::null_mut(),
+                ctx.cast(),
+                true,
+            )
+        };
+    }
+
+    /// Step 4: drops requests a read already parsed into the queue.
+    /// Home context: resuming schedules the accept-input bottom half
+    /// there, where [`Self::cancel_accept_input`] can cancel it.
+    fn drain_requests(&self) {
+        // SAFETY: a QMP monitor; the function takes qmp_queue_lock.
+        unsafe { sys::monitor_qmp_cleanup_queue_and_resume(self.qmp()) };
+    }
+
+    /// Home context, after the last drain: nothing resumes the monitor
+    /// any more, and a pending bottom half is cancelled in its thread.
+    fn cancel_accept_input(&self) {
+        // SAFETY: we run in the bottom half's AioContext thread.
+        unsafe { sys::monitor_cancel_accept_input(self.raw()) };
+    }
+
+    /// Ends the client's connection: a plain socket's connection is
+    /// handed to [`farewell`] with the output `owed`, so that the chardev
+    /// is free at once; on other chardevs the output is dropped.
+    fn hand_off_client(&self, owed: Vec<u8>) {
+        // SAFETY: the frontend is attached, so its chardev is live.
+        let fd = unsafe { sys::qmh_chr_socket_fd((*self.raw()).chr.chr) };
+        let conn = (fd >= 0)
+            .then(|| {
+                // SAFETY: fd is the chardev's open socket, which stays open
+                // until qemu_chr_fe_disconnect below.
+                unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()
+            })
+            .flatten();
+        // SAFETY: the handlers are on the main loop (step 3), so this
+        // thread alone uses the chardev.
+        unsafe { sys::qemu_chr_fe_disconnect(&raw mut (*self.raw()).chr) };
+        if let Some(conn) = conn {
+            farewell::start(OwnedFd::from(conn), owed);
+        }
+    }
+
+    /// Step 5: frees everything the monitor owns.
+    fn destroy(self) {
+        let m = self.raw();
+        // SAFETY: nothing else can reach the monitor (off mon_list, no
+        // handlers, no out_watch, no bottom half, empty queue); a
+        // MonitorQMP was g_new0'd with `common` first, so m is the
+        // allocation.
+        unsafe {
+            sys::monitor_data_destroy(m);
+            glib_sys::g_free(m.cast());
+        }
+    }
+
+    fn chardev_label(&self) -> CString {
+        // SAFETY: the frontend is still attached, so its chardev is live.
+        let label = unsafe { sys::qmh_chr_label((*self.raw()).chr.chr) };
+        if label.is_null() {
+            CString::default()
+        } else {
+            // SAFETY: a chardev's label is a valid C string.
+            unsafe { CStr::from_ptr(label) }.to_owned()
+        }
+    }
+
+    /// Steps 2 to 5, as `removal` says.
+    pub fn finish(self, removal: Removal) {
+        match removal {
+            Removal::Now { chardev_too } => self.release(Vec::new(), chardev_too),
+            Removal::AfterReply { reply, chardev_too } => {
+                let owed = self.in_home_context(|m| {
+                    let owed = match reply {
+                        // The out_watch keeps writing until the reply is out.
+                        Reply::Deliver => Vec::new(),
+                        Reply::Drop => {
+                            let owed = m.take_output();
+                            m.end_session();
+                            owed
+                        }
+                    };
+                    m.detach_handlers(DetachTo::OwnContext);
+                    m.drain_requests();
+                    owed
+                });
+                AFTER_REPLY.with_borrow_mut(|q| q.push(AfterReply { mon: self, chardev_too, owed }));
+            }
+        }
+    }
+
+    /// Steps 2 to 5 for a monitor that nothing else holds.  `owed` is
+    /// output taken from it earlier.
+    fn release(self, mut owed: Vec<u8>, chardev_too: bool) {
+        owed.extend(self.in_home_context(|m| {
+            let rest = m.take_output();
+            m.detach_handlers(DetachTo::MainLoop);
+            m.drain_requests();
+            m.cancel_accept_input();
+            rest
+        }));
+        self.hand_off_client(owed);
+        let chardev = chardev_too.then(|| self.chardev_label());
+        self.destroy();
+        if let Some(label) = chardev {
+            remove_chardev(&label);
+        }
+    }
+}
+
+/// chardev-remove, for a one-shot session's chardev.  Failing to remove
+/// it is not fatal to anyone: QEMU warns and keeps it.
+fn remove_chardev(label: &CStr) {
+    let res = with_local_err(|errp| {
+        // SAFETY: main loop thread; label is a C string; errp a fresh slot.
+        unsafe { sys::qmp_chardev_remove(label.as_ptr(), errp) }
+    });
+    if let Err(QmpError::Qemu(err)) = res {
+        use foreign_types::ForeignType;
+        // SAFETY: warn_report_err takes ownership of the error.
+        unsafe { sys::warn_report_err(err.into_ptr()) };
+    }
+}
+
+/// monitor-remove: the five steps of SPEC.md, in order.
+pub fn remove(id: &CStr) -> Result<(), MonitorError> {
+    let mon = MonitorList::lock().unlink_id(id)?; // step 1
+    let cause = if mon.is_current() { Cause::RemovedItself } else { Cause::RemovedByOther };
+    let removal = Removal::plan(cause, mon.dispatcher_holds(), mon.deletes_on_close());
+    mon.finish(removal); // steps 2-5
+    Ok(())
+}
+
+/// Runs `f(opaque)` in a bottom half of the main loop's iohandler
+/// context, where the dispatcher's own bottom halves run: outside
+/// coroutine context, so that it may wait for the I/O thread.
+fn in_main_loop_bh(f: unsafe extern "C" fn(*mut c_void), opaque: *mut c_void, name: &'static CStr) {
+    // SAFETY: f gets opaque once; the caller hands its ownership over.
+    unsafe {
+        sys::aio_bh_schedule_oneshot_full(sys::iohandler_get_aio_context(), Some(f), opaque, name.as_ptr())
+    };
+}
+
+/// A monitor's serial, as a bottom half's opaque pointer: a bottom half
+/// that runs late finds by serial whatever is still there to do.
+fn serial_opaque(serial: u64) -> *mut c_void {
+    serial as usize as *mut c_void
+}
+
+fn opaque_serial(opaque: *mut c_void) -> u64 {
+    opaque as usize as u64
+}
+
+/// Called by the dispatcher, in coroutine context, once it is done with
+/// a request of `mon`, which was removed meanwhile.
+pub fn release_after_reply(mon: NonNull<sys::Monitor>) {
+    unsafe extern "C" fn release_bh(opaque: *mut c_void) {
+        let serial = opaque_serial(opaque);
+        let found = AFTER_REPLY.with_borrow_mut(|q| {
+            let i = q.iter().position(|r| r.mon.serial() == serial)?;
+            Some(q.swap_remove(i))
+        });
+        if let Some(r) = found {
+            r.mon.release(r.owed, r.chardev_too);
+        }
+    }
+    // SAFETY: serial is immutable once the monitor is on mon_list.
+    let serial = unsafe { (*mon.as_ptr()).serial };
+    in_main_loop_bh(release_bh, serial_opaque(serial), c"monitor_qmp_release_removed");
+}
+
+/// At exit, once the dispatcher has stopped: releases the monitors it
+/// did not hand back.
+pub fn release_all_after_reply() {
+    for r in AFTER_REPLY.take() {
+        r.mon.release(r.owed, r.chardev_too);
+    }
+}
+
+/// Called from a close-action=delete monitor's CHR_EVENT_CLOSED handler,
+/// in the thread that runs its chardev.  Nothing may be freed inside a
+/// chardev callback, so the removal runs later in the main loop, and
+/// finds the monitor by serial: by then it may be gone already (removed
+/// by a command, or by an earlier close), and its id may be reused.
+pub fn client_closed(mon: NonNull<sys::Monitor>) {
+    unsafe extern "C" fn closed_bh(opaque: *mut c_void) {
+        let serial = opaque_serial(opaque);
+        let list = MonitorList::lock();
+        let Some(found) = list.iter().find(|m| m.serial() == serial) else { return };
+        let mon = list.unlink(found);
+        drop(list);
+        let removal = Removal::plan(Cause::ClientLeft, mon.dispatcher_holds(), true);
+        mon.finish(removal);
+    }
+    // SAFETY: serial is immutable once the monitor is on mon_list.
+    let serial = unsafe { (*mon.as_ptr()).serial };
+    in_main_loop_bh(closed_bh, serial_opaque(serial), c"monitor_qmp_closed");
+}
