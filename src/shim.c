@@ -5,16 +5,6 @@
  */
 #include "wrapper.h"
 
-/*
- * Differences between the QEMU versions this builds against live here.
- * 10.2 renamed CharBackend to CharFrontend, and Chardev.be to .fe.
- */
-#if QEMU_VERSION_MAJOR > 10 || (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR >= 2)
-#define CHARDEV_FRONTEND(chr) ((chr)->fe)
-#else
-#define CHARDEV_FRONTEND(chr) ((chr)->be)
-#endif
-
 void qmh_monitor_lock(void)
 {
     qemu_mutex_lock(&monitor_lock);
@@ -67,9 +57,13 @@ const char *qmh_chr_label(Chardev *chr)
     return chr->label;
 }
 
+/*
+ * Any frontend, as chardev-remove's "busy" check: a mux chardev's fe is
+ * only the frontend that has the focus, NULL when that one left.
+ */
 bool qmh_chr_has_frontend(Chardev *chr)
 {
-    return CHARDEV_FRONTEND(chr) != NULL;
+    return qemu_chr_is_busy(chr);
 }
 
 static SocketChardev *qmh_socket_chardev(Chardev *chr)
