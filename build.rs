@@ -123,7 +123,7 @@ fn main() {
         .allowlist_function(
             "monitor_init_qmp_full|monitor_cur|monitor_data_destroy\
              |monitor_qmp_cleanup_queue_and_resume|monitor_qmp_end_session\
-             |monitor_drop_output_locked|monitor_cancel_accept_input\
+             |monitor_drop_output_locked|monitor_cancel_bottom_halves\
              |qemu_chr_find|qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
              |iothread_get_aio_context|iothread_get_g_main_context\
              |aio_wait_bh_oneshot|id_wellformed\

@@ -169,17 +169,18 @@ impl RemovedMonitor {
 
     /// Step 4: drops requests a read already parsed into the queue.
     /// Home context: resuming schedules the accept-input bottom half
-    /// there, where [`Self::cancel_accept_input`] can cancel it.
+    /// there, where [`Self::cancel_bottom_halves`] can cancel it.
     fn drain_requests(&self) {
         // SAFETY: a QMP monitor; the function takes qmp_queue_lock.
         unsafe { sys::monitor_qmp_cleanup_queue_and_resume(self.qmp()) };
     }
 
-    /// Home context, after the last drain: nothing resumes the monitor
-    /// any more, and a pending bottom half is cancelled in its thread.
-    fn cancel_accept_input(&self) {
+    /// Home context, after the output was taken and the last drain:
+    /// nothing resumes or flushes the monitor any more, and pending
+    /// bottom halves are cancelled in their own thread.
+    fn cancel_bottom_halves(&self) {
         // SAFETY: we run in the bottom half's AioContext thread.
-        unsafe { sys::monitor_cancel_accept_input(self.raw()) };
+        unsafe { sys::monitor_cancel_bottom_halves(self.raw()) };
     }
 
     /// Ends the client's connection: a plain socket's connection is
@@ -258,7 +259,7 @@ impl RemovedMonitor {
             let rest = m.take_output();
             m.detach_handlers(DetachTo::MainLoop);
             m.drain_requests();
-            m.cancel_accept_input();
+            m.cancel_bottom_halves();
             rest
         }));
         self.hand_off_client(owed);
