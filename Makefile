@@ -53,7 +53,7 @@ stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
 .PHONY: all build demo check check-suite check-cargo check-qtest check-python \
-	check-valgrind check-sanitize check-matrix check-versions check-series series since bench \
+	check-valgrind check-sanitize check-matrix check-versions check-series series since bench fuzz \
 	clean distclean FORCE
 
 all: build demo
@@ -186,6 +186,12 @@ bench: build
 	@$(MAKE) --no-print-directory BASELINE=1 build
 	$(call stage,bench,$(CARGO_ENV) QEMU_BASELINE_BIN=$(B)/baseline/bin/qemu-system-x86_64 \
 	  cargo bench --locked --bench monitors)
+
+# The model-based random tester (tests/model.rs) on SEEDS new seeds of
+# 1,000 steps; SANITIZE=1 runs it on the ASan/UBSan build
+fuzz: build
+	$(call stage,fuzz$(if $(SANITIZE), (sanitizers)),$(CARGO_ENV) QMH_FUZZ_SEEDS=$(or $(SEEDS),10) \
+	  cargo test --locked --release --test model -- --ignored --nocapture model_fuzz)
 
 clean:
 	rm -rf $(QBUILD) $(BIN) $(OUT)/cargo $(STAMPS)/patched

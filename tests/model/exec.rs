@@ -1,0 +1,457 @@
+//! Runs the steps of one lane against QEMU: each step's replies are
+//! checked against what the model expects, and the model follows what
+//! happened.  A lane only touches its own objects, so lanes can run in
+//! threads of their own.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::client::{Client, Reply, ALREADY_NEGOTIATED, NEGOTIATE_FIRST};
+use super::conn::Conn;
+use super::failure::{Failure, Kind, Res};
+use super::plan::Step;
+use super::state::{CState, ChrKind, Close, Expect, Lane, Shared};
+
+/// How long a close-action=delete removal may take to show.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(20);
+
+pub struct LaneExec {
+    pub model: Lane,
+    /// The lane's own control monitor (the manager's for lane 0).
+    pub ctl: Conn,
+    pub clients: BTreeMap<String, Client>,
+    pub dir: PathBuf,
+    ctl_seq: u32,
+}
+
+/// Control monitors see the events of stop/cont, and no other.
+fn ctl_event(ev: &Value) -> Res {
+    match ev["event"].as_str() {
+        Some("STOP" | "RESUME") => Ok(()),
+        _ => Err(Failure::new(Kind::Event, format!("control monitor: unexpected event {ev}"))),
+    }
+}
+
+fn wrong(what: String) -> Failure {
+    Failure::new(Kind::WrongReply, what)
+}
+
+impl LaneExec {
+    pub fn new(model: Lane, ctl: Conn, dir: PathBuf) -> Self {
+        LaneExec { model, ctl, clients: BTreeMap::new(), dir, ctl_seq: 0 }
+    }
+
+    /// A command on the control monitor; returns the whole reply.
+    pub fn ctl_call(&mut self, execute: &str, args: Value) -> Res<Value> {
+        self.ctl_seq += 1;
+        let id = format!("ctl{}-{}", self.model.lane, self.ctl_seq);
+        let cmd = json!({"execute": execute, "arguments": args});
+        self.ctl.call(&cmd, &id, ctl_event)
+    }
+
+    /// A command whose outcome the model predicts.  Returns whether it
+    /// succeeded (for Expect::Racy, the caller interprets the error).
+    fn ctl_expect(&mut self, execute: &str, args: Value, exp: &Expect) -> Res<Result<Value, String>> {
+        let rsp = self.ctl_call(execute, args.clone())?;
+        let got = match (rsp.get("return"), rsp["error"]["desc"].as_str()) {
+            (Some(v), _) => Ok(v.clone()),
+            (None, Some(d)) if rsp["error"]["class"] == "GenericError" => Err(d.to_owned()),
+            _ => return Err(wrong(format!("{execute} {args}: not a success nor a GenericError: {rsp}"))),
+        };
+        match (exp, &got) {
+            (Expect::Ok, Ok(_)) | (Expect::Racy, _) => {}
+            (Expect::Err(d), Err(g)) if d == g => {}
+            _ => return Err(wrong(format!("{execute} {args}: expected {exp:?}, got {rsp}"))),
+        }
+        Ok(got)
+    }
+
+    fn ctl_ok(&mut self, execute: &str, args: Value) -> Res {
+        self.ctl_expect(execute, args, &Expect::Ok).map(drop)
+    }
+
+    fn sock(&self, chr: &str) -> PathBuf {
+        self.dir.join(format!("{chr}.sock"))
+    }
+
+    /// Names the step touches that are dying (close-action=delete).
+    fn touches_dying(&self, step: &Step) -> bool {
+        let m = &self.model;
+        let client_dying = |c: &str| m.clients.get(c).is_some_and(|c| m.is_dying_name(&c.chr));
+        match step {
+            // these race the removal on purpose
+            Step::MonitorRemove { .. } | Step::ChardevRemove { .. } => false,
+            Step::ChardevAdd { chr } | Step::Connect { chr, .. } => m.is_dying_name(chr),
+            Step::MonitorAdd { id, chr, .. } => m.is_dying_name(id) || m.is_dying_name(chr),
+            Step::Session { .. } | Step::StopCont { .. } => false,
+            Step::Negotiate { client, .. }
+            | Step::Command { client, .. }
+            | Step::Pipeline { client, .. }
+            | Step::Drain { client }
+            | Step::Getfd { client, .. }
+            | Step::SelfRemove { client, .. }
+            | Step::Disconnect { client, .. } => client_dying(client),
+        }
+    }
+
+    /// Polls this lane's view until its dying monitors and chardevs are
+    /// gone, then drops them from the model.
+    pub fn settle(&mut self) -> Res {
+        let deadline = Instant::now() + SETTLE_LIMIT;
+        while self.model.has_dying() {
+            let mons = self.ctl_call("query-monitors", json!({}))?;
+            let chrs = self.ctl_call("query-chardev", json!({}))?;
+            let has = |list: &Value, key: &str, name: &str| {
+                list["return"].as_array().is_some_and(|l| l.iter().any(|e| e[key] == name))
+            };
+            let left: Vec<String> = self
+                .model
+                .mons
+                .iter()
+                .filter(|m| m.dying && has(&mons, "id", &m.id))
+                .map(|m| format!("monitor {}", m.id))
+                .chain(
+                    self.model
+                        .chrs
+                        .iter()
+                        .filter(|(n, c)| c.dying && has(&chrs, "label", n))
+                        .map(|(n, _)| format!("chardev {n}")),
+                )
+                .collect();
+            if left.is_empty() {
+                self.model.settle();
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Failure::new(
+                    Kind::State,
+                    format!("close-action=delete: {left:?} still there {SETTLE_LIMIT:?} after the client left"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    pub fn run(&mut self, round: u32, shared: &Shared, step: &Step) -> Res {
+        if std::env::var_os("QMH_TRACE").is_some() {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            eprintln!("{:.3} round {round:3} lane {}: {step}", t.as_secs_f64() % 1000.0, self.model.lane);
+        }
+        if self.touches_dying(step) {
+            self.settle()?;
+        }
+        self.run_step(round, shared, step).map_err(|f| f.context(&format!("round {round} lane {}: {step}", self.model.lane)))
+    }
+
+    fn run_step(&mut self, round: u32, shared: &Shared, step: &Step) -> Res {
+        match step {
+            Step::ChardevAdd { chr } => {
+                let exp = self.model.expect_chardev_add(shared, chr);
+                let args = json!({"id": chr, "backend": {"type": "socket", "data": {
+                    "addr": {"type": "unix", "data": {"path": self.sock(chr)}}, "server": true, "wait": false}}});
+                if self.ctl_expect("chardev-add", args, &exp)?.is_ok() {
+                    self.model.add_chardev(chr, ChrKind::Unix);
+                }
+            }
+            Step::ChardevRemove { chr } => {
+                let exp = self.model.expect_chardev_remove(shared, chr);
+                let got = self.ctl_expect("chardev-remove", json!({"id": chr}), &exp)?;
+                match (&exp, got) {
+                    (Expect::Racy, Err(d)) if d == format!("Chardev '{chr}' is busy") => {}
+                    (Expect::Racy, Err(d)) if d == format!("Chardev '{chr}' not found") => {
+                        self.model.remove_chardev(chr);
+                    },
+                    (Expect::Racy, Err(d)) => return Err(wrong(format!("chardev-remove of a dying chardev: {d}"))),
+                    (_, Ok(_)) => {
+                        // its monitor (if dying) is gone too; a client
+                        // connected to a chardev without monitor is cut
+                        if let Some(client) = self.model.remove_chardev(chr) {
+                            self.orphan(&client)?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Step::MonitorAdd { id, chr, close, pretty } => {
+                let exp = self.model.expect_monitor_add(shared, id, chr);
+                let mut args = json!({"id": id, "chardev": chr});
+                if let Some(c) = close {
+                    args["close-action"] = json!(c.name());
+                }
+                if *pretty {
+                    args["pretty"] = json!(true);
+                }
+                if self.ctl_expect("monitor-add", args, &exp)?.is_ok() {
+                    self.model.add_monitor(round, id, chr, close.unwrap_or(Close::None));
+                    let waiting = self.model.chrs[chr].client.clone();
+                    if let Some(c) = waiting.and_then(|c| self.clients.get_mut(&c)) {
+                        c.greeting_due = true;
+                    }
+                }
+            }
+            Step::MonitorRemove { id } => {
+                let exp = self.model.expect_monitor_remove(shared, id);
+                let got = self.ctl_expect("monitor-remove", json!({"id": id}), &exp)?;
+                match (&exp, got) {
+                    (Expect::Racy, Err(d)) if d == format!("No monitor with id '{id}'") => {
+                        // the close won; the chardev goes too
+                        self.model.drop_monitor(id);
+                    }
+                    (Expect::Racy, Err(d)) => return Err(wrong(format!("monitor-remove of a dying monitor: {d}"))),
+                    (Expect::Racy, Ok(_)) => {
+                        // the manager won: the chardev stays
+                        let chr = self.model.mon(id).map(|m| m.chr.clone());
+                        self.model.drop_monitor(id);
+                        if let Some(c) = chr.and_then(|c| self.model.chrs.get_mut(&c)) {
+                            c.dying = false;
+                        }
+                    }
+                    (_, Ok(_)) => {
+                        if let Some(client) = self.model.drop_monitor(id) {
+                            self.orphan(&client)?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Step::Session { name, client } => self.session(round, name, client)?,
+            Step::Connect { client, chr } => self.connect(client, chr)?,
+            Step::Negotiate { client, oob } => {
+                let Some(state) = self.state(client) else { return Ok(()) };
+                let reply = match state {
+                    CState::Waiting => return Ok(()),
+                    CState::Negotiating => Reply::Return(json!({})),
+                    CState::Command { .. } => Reply::NotFound(ALREADY_NEGOTIATED),
+                };
+                let args = if *oob { json!({"enable": ["oob"]}) } else { json!({}) };
+                self.send_and_drain(client, &[("qmp_capabilities", Some(args), false, reply)])?;
+                let c = self.model.client_mut(client).expect("client");
+                c.unread = 0;
+                if c.state == CState::Negotiating {
+                    c.state = CState::Command { oob: *oob };
+                }
+            }
+            Step::Command { client, oob } => {
+                let Some(state) = self.state(client) else { return Ok(()) };
+                let req = match (state, oob) {
+                    (CState::Waiting, _) => return Ok(()),
+                    (CState::Negotiating, false) => ("query-name", None, false, Reply::NotFound(NEGOTIATE_FIRST)),
+                    (CState::Command { .. }, false) => ("query-name", None, false, Reply::Return(json!({}))),
+                    (CState::Command { oob: true }, true) => ("query-yank", None, true, Reply::List),
+                    _ => return Ok(()),
+                };
+                self.send_and_drain(client, &[req])?;
+                self.model.client_mut(client).expect("client").unread = 0;
+            }
+            Step::Pipeline { client, n, oob } => {
+                let Some(state) = self.state(client) else { return Ok(()) };
+                let mut reqs = Vec::new();
+                for i in 0..*n {
+                    reqs.push(match (state, oob) {
+                        (CState::Waiting, _) => return Ok(()),
+                        (CState::Negotiating, _) => ("query-qmp-schema", None, false, Reply::NotFound(NEGOTIATE_FIRST)),
+                        (CState::Command { oob: true }, true) if i % 3 != 2 => ("query-yank", None, true, Reply::List),
+                        (CState::Command { .. }, true) => ("query-name", None, false, Reply::Return(json!({}))),
+                        (CState::Command { .. }, false) => ("query-qmp-schema", None, false, Reply::List),
+                    });
+                }
+                self.send(client, &reqs, &[])?;
+                self.model.client_mut(client).expect("client").unread += n;
+            }
+            Step::Drain { client } => {
+                let Some(c) = self.clients.get_mut(client) else { return Ok(()) };
+                c.drain()?;
+                self.model.client_mut(client).expect("client").unread = 0;
+            }
+            Step::Getfd { client, fd } => self.getfd(client, fd)?,
+            Step::SelfRemove { client, before, after } => self.self_remove(client, *before, *after)?,
+            Step::Disconnect { client, abrupt } => {
+                let Some(mut c) = self.clients.remove(client) else { return Ok(()) };
+                if *abrupt {
+                    if c.greeting_due {
+                        let text = c.request("query-qmp-schema", None, false, Reply::List, true);
+                        let _ = c.conn.write(&text);
+                    }
+                    c.conn.shutdown();
+                } else {
+                    c.drain()?;
+                }
+                drop(c);
+                self.model.disconnect(client);
+            }
+            Step::StopCont { stop } => {
+                self.ctl_ok(if *stop { "stop" } else { "cont" }, json!({}))?;
+                let event = match (*stop, self.model.running) {
+                    (true, true) => Some("STOP"),
+                    (false, false) => Some("RESUME"),
+                    _ => None,
+                };
+                self.model.running = !*stop;
+                if let Some(ev) = event {
+                    for (name, c) in self.clients.iter_mut() {
+                        if matches!(self.model.clients.get(name).map(|c| c.state), Some(CState::Command { .. })) {
+                            c.expect_event(ev);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&self, client: &str) -> Option<CState> {
+        self.model.clients.get(client).map(|c| c.state)
+    }
+
+    /// Writes requests (owed) and `dropped` ones (replies must not come)
+    /// in one write.  A failed write is judged by the reads that follow.
+    fn send(
+        &mut self,
+        client: &str,
+        reqs: &[(&str, Option<Value>, bool, Reply)],
+        dropped: &[(&str, Option<Value>)],
+    ) -> Res {
+        let c = self.clients.get_mut(client).expect("client of the model");
+        let mut text = String::new();
+        for (execute, args, oob, reply) in reqs {
+            text.push_str(&c.request(execute, args.clone(), *oob, reply.clone(), false));
+        }
+        for (execute, args) in dropped {
+            text.push_str(&c.request(execute, args.clone(), false, Reply::List, true));
+        }
+        if let Err(e) = c.conn.write(&text) {
+            return Err(Failure::new(Kind::Io, format!("client {client}: write: {e}")));
+        }
+        Ok(())
+    }
+
+    fn send_and_drain(&mut self, client: &str, reqs: &[(&str, Option<Value>, bool, Reply)]) -> Res {
+        self.send(client, reqs, &[])?;
+        self.clients.get_mut(client).expect("client").drain()
+    }
+
+    /// The monitor of this client was removed by its lane (or its
+    /// chardev): QEMU must close the connection on a message boundary.
+    fn orphan(&mut self, client: &str) -> Res {
+        if let Some(mut c) = self.clients.remove(client) {
+            c.read_to_close(false)?;
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, client: &str, chr: &str) -> Res {
+        if self.clients.contains_key(client) {
+            return Ok(());
+        }
+        match self.model.chrs.get(chr) {
+            Some(c) if c.kind != ChrKind::Unix || c.client.is_some() => return Ok(()),
+            Some(_) => {}
+            None => {
+                // removed (or never there): nobody may answer
+                return match UnixStream::connect(self.sock(chr)) {
+                    Ok(_) => Err(Failure::new(Kind::State, format!("connected to {chr}, a chardev that is gone"))),
+                    Err(_) => Ok(()),
+                };
+            }
+        }
+        let stream = UnixStream::connect(self.sock(chr))
+            .map_err(|e| Failure::new(Kind::Io, format!("connect to {chr}: {e}")))?;
+        self.model.connect(client, chr);
+        let due = self.model.chrs[chr].monitor.is_some();
+        let track = self.model.lane == 0;
+        self.clients.insert(client.to_owned(), Client::new(Conn::new(stream, format!("client {client}")), client, due, track));
+        Ok(())
+    }
+
+    /// The systemd-vmspawn flow: a socketpair end passed with getfd,
+    /// a socket chardev on it, a one-shot monitor.
+    fn session(&mut self, round: u32, name: &str, client: &str) -> Res {
+        let mut sv = [0; 2];
+        // SAFETY: socketpair fills the array with two fresh fds.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) }, 0);
+        // SAFETY: both are fresh fds that nobody else owns.
+        let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+        self.ctl_seq += 1;
+        let id = format!("ctl{}-{}", self.model.lane, self.ctl_seq);
+        let msg = json!({"execute": "getfd", "arguments": {"fdname": name}, "id": id});
+        super::common::send_fd(self.ctl.raw_fd(), format!("{msg}\n").as_bytes(), theirs.as_raw_fd());
+        drop(theirs);
+        let rsp = self.ctl.wait_reply(&id, ctl_event)?;
+        if rsp.get("return") != Some(&json!({})) {
+            return Err(wrong(format!("getfd {name} on the control monitor: {rsp}")));
+        }
+        let args = json!({"id": name, "backend": {"type": "socket", "data": {
+            "addr": {"type": "fd", "data": {"str": name}}, "server": false}}});
+        self.ctl_ok("chardev-add", args)?;
+        self.model.add_chardev(name, ChrKind::Fd);
+        self.ctl_ok("monitor-add", json!({"id": name, "chardev": name, "close-action": "delete"}))?;
+        self.model.add_monitor(round, name, name, Close::Delete);
+        self.model.connect(client, name);
+        let stream = UnixStream::from(ours);
+        let track = self.model.lane == 0;
+        self.clients.insert(client.to_owned(), Client::new(Conn::new(stream, format!("client {client}")), client, true, track));
+        Ok(())
+    }
+
+    fn getfd(&mut self, client: &str, fd: &str) -> Res {
+        if !matches!(self.state(client), Some(CState::Command { .. })) {
+            return Ok(());
+        }
+        let name = std::ffi::CString::new(fd).expect("fd name");
+        // SAFETY: plain syscall with a C string.
+        let memfd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(memfd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh fd.
+        let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+        let c = self.clients.get_mut(client).expect("client");
+        let text = c.request("getfd", Some(json!({"fdname": fd})), false, Reply::Return(json!({})), false);
+        super::common::send_fd(c.conn.raw_fd(), text.as_bytes(), memfd.as_raw_fd());
+        drop(memfd);
+        let mon = self.model.client_mon(client).expect("monitor of a command-mode client").id.clone();
+        self.model.fds.insert(fd.to_owned(), mon);
+        c.drain()?;
+        self.model.client_mut(client).expect("client").unread = 0;
+        Ok(())
+    }
+
+    fn self_remove(&mut self, client: &str, before: u32, after: u32) -> Res {
+        if !matches!(self.state(client), Some(CState::Command { .. })) {
+            return Ok(());
+        }
+        let id = self.model.client_mon(client).expect("monitor").id.clone();
+        let mut reqs: Vec<(&str, Option<Value>, bool, Reply)> =
+            (0..before).map(|_| ("query-name", None, false, Reply::Return(json!({})))).collect();
+        reqs.push(("monitor-remove", Some(json!({"id": id})), false, Reply::Return(json!({}))));
+        let dropped: Vec<(&str, Option<Value>)> = (0..after).map(|_| ("query-name", None)).collect();
+        self.send(client, &reqs, &dropped)?;
+        let mut c = self.clients.remove(client).expect("client");
+        self.model.self_removed(client);
+        c.read_to_close(true)
+    }
+
+    /// Takes every object of the lane down, checking each step: clients
+    /// leave cleanly, monitors and chardevs are removed.
+    pub fn teardown(&mut self, round: u32, shared: &Shared) -> Res {
+        let clients: Vec<String> = self.clients.keys().cloned().collect();
+        for client in clients {
+            self.run(round, shared, &Step::Disconnect { client, abrupt: false })?;
+        }
+        self.settle()?;
+        let mons: Vec<String> = self.model.mons.iter().filter(|m| !m.hmp).map(|m| m.id.clone()).collect();
+        for id in mons {
+            self.run(round, shared, &Step::MonitorRemove { id })?;
+        }
+        self.settle()?;
+        let chrs: Vec<String> = self.model.chrs.keys().cloned().collect();
+        for chr in chrs {
+            self.run(round, shared, &Step::ChardevRemove { chr })?;
+        }
+        self.settle()
+    }
+}

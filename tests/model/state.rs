@@ -1,0 +1,344 @@
+//! The model: what QEMU should hold after each step.  Each lane (the
+//! manager thread or a worker thread) owns its chardevs, monitors,
+//! clients and getfd fds, named with the lane's prefix, so that lanes
+//! running at the same time have well-defined outcomes; the monitors
+//! every lane may name (the control monitors and the HMP monitor) never
+//! change.  The generator and the executor update the same model; the
+//! executor with what it observed, where a race allows two outcomes.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    None,
+    Delete,
+}
+
+impl Close {
+    pub fn name(self) -> &'static str {
+        match self {
+            Close::None => "none",
+            Close::Delete => "delete",
+        }
+    }
+}
+
+/// Creation order: (round, lane, sequence in the lane).  Monitors of
+/// different lanes created in the same round have no defined order.
+pub type Order = (u32, u8, u32);
+
+#[derive(Debug, Clone)]
+pub struct Mon {
+    pub id: String,
+    pub chr: String,
+    pub hmp: bool,
+    pub dynamic: bool,
+    pub close: Close,
+    pub order: Order,
+    /// close-action=delete fired (client left, or it removed itself):
+    /// it goes away by itself, at a time QEMU picks.
+    pub dying: bool,
+}
+
+impl Mon {
+    /// The query-monitors entry.
+    pub fn info(&self) -> Value {
+        let mut v = json!({"id": self.id, "mode": if self.hmp { "readline" } else { "control" },
+                           "chardev": self.chr, "dynamic": self.dynamic});
+        if !self.hmp {
+            v["close-action"] = json!(self.close.name());
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChrKind {
+    /// A listening Unix socket, dir/LABEL.sock.
+    Unix,
+    /// A socketpair end passed with getfd (a one-shot session).
+    Fd,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chr {
+    pub kind: ChrKind,
+    pub monitor: Option<String>,
+    pub client: Option<String>,
+    /// Its one-shot monitor is going, and it goes with it.
+    pub dying: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CState {
+    /// Connected to a chardev that has no monitor: nothing to read.
+    Waiting,
+    /// The monitor is in capability negotiation mode.
+    Negotiating,
+    Command { oob: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub chr: String,
+    pub state: CState,
+    /// Requests sent and not yet read (pipelined).
+    pub unread: u32,
+}
+
+/// What a command should answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Ok,
+    Err(String),
+    /// A removal racing a close-action=delete removal: either may win.
+    Racy,
+}
+
+/// The monitors and chardevs no lane changes, as QEMU reports them at
+/// start minus the lanes' own.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub monitors: Vec<Mon>,
+    pub chardevs: Vec<String>,
+}
+
+impl Shared {
+    pub fn monitor(&self, id: &str) -> Option<&Mon> {
+        self.monitors.iter().find(|m| m.id == id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Lane {
+    pub lane: u8,
+    pub mons: Vec<Mon>,
+    pub chrs: BTreeMap<String, Chr>,
+    pub clients: BTreeMap<String, Client>,
+    /// getfd fd names (memfd names) -> the monitor holding them.
+    pub fds: BTreeMap<String, String>,
+    /// The VM's run state (lane 0 runs stop/cont).
+    pub running: bool,
+    seq: u32,
+}
+
+pub fn invalid_id(id: &str) -> String {
+    format!("Invalid monitor id '{id}': an id must start with a letter and contain only letters, digits, '-', '.' and '_'")
+}
+
+/// QEMU's id_wellformed().
+pub fn well_formed(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+}
+
+impl Lane {
+    pub fn new(lane: u8) -> Self {
+        Lane {
+            lane,
+            mons: Vec::new(),
+            chrs: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            fds: BTreeMap::new(),
+            running: true,
+            seq: 0,
+        }
+    }
+
+    pub fn mon(&self, id: &str) -> Option<&Mon> {
+        self.mons.iter().find(|m| m.id == id)
+    }
+
+    fn mon_mut(&mut self, id: &str) -> Option<&mut Mon> {
+        self.mons.iter_mut().find(|m| m.id == id)
+    }
+
+    /// The monitor a client talks to, if its chardev has one.
+    pub fn client_mon(&self, client: &str) -> Option<&Mon> {
+        let c = self.clients.get(client)?;
+        self.mon(self.chrs.get(&c.chr)?.monitor.as_deref()?)
+    }
+
+    /// Something is dying: steps must wait for it (or race it).
+    pub fn has_dying(&self) -> bool {
+        self.mons.iter().any(|m| m.dying) || self.chrs.values().any(|c| c.dying)
+    }
+
+    pub fn is_dying_name(&self, name: &str) -> bool {
+        self.mon(name).is_some_and(|m| m.dying) || self.chrs.get(name).is_some_and(|c| c.dying)
+    }
+
+    // ----- expected outcomes --------------------------------------------
+
+    pub fn expect_chardev_add(&self, shared: &Shared, chr: &str) -> Expect {
+        if self.chrs.contains_key(chr) || shared.chardevs.iter().any(|c| c == chr) {
+            Expect::Err(format!("Chardev with id '{chr}' already exists"))
+        } else {
+            Expect::Ok
+        }
+    }
+
+    pub fn expect_chardev_remove(&self, shared: &Shared, chr: &str) -> Expect {
+        if shared.chardevs.iter().any(|c| c == chr) {
+            // the stable chardevs all have a monitor
+            return Expect::Err(format!("Chardev '{chr}' is busy"));
+        }
+        match self.chrs.get(chr) {
+            None => Expect::Err(format!("Chardev '{chr}' not found")),
+            Some(c) if c.dying => Expect::Racy,
+            Some(c) if c.monitor.is_some() => Expect::Err(format!("Chardev '{chr}' is busy")),
+            Some(_) => Expect::Ok,
+        }
+    }
+
+    pub fn expect_monitor_add(&self, shared: &Shared, id: &str, chr: &str) -> Expect {
+        if !well_formed(id) {
+            return Expect::Err(invalid_id(id));
+        }
+        if self.mon(id).is_some() || shared.monitor(id).is_some() {
+            return Expect::Err(format!("Monitor id '{id}' is already in use"));
+        }
+        if shared.chardevs.iter().any(|c| c == chr) {
+            return Expect::Err(format!("Chardev '{chr}' is already in use by another frontend"));
+        }
+        match self.chrs.get(chr) {
+            None => Expect::Err(format!("Chardev '{chr}' not found")),
+            Some(c) if c.monitor.is_some() => {
+                Expect::Err(format!("Chardev '{chr}' is already in use by another frontend"))
+            }
+            Some(_) => Expect::Ok,
+        }
+    }
+
+    pub fn expect_monitor_remove(&self, shared: &Shared, id: &str) -> Expect {
+        if let Some(m) = shared.monitor(id) {
+            return if m.hmp {
+                Expect::Err(format!("Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"))
+            } else {
+                unreachable!("lanes never remove the control monitors")
+            };
+        }
+        match self.mon(id) {
+            None => Expect::Err(format!("No monitor with id '{id}'")),
+            Some(m) if m.dying => Expect::Racy,
+            Some(m) if m.hmp => {
+                Expect::Err(format!("Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"))
+            }
+            Some(_) => Expect::Ok,
+        }
+    }
+
+    // ----- updates ---------------------------------------------------------
+
+    pub fn add_chardev(&mut self, chr: &str, kind: ChrKind) {
+        self.chrs.insert(chr.to_owned(), Chr { kind, monitor: None, client: None, dying: false });
+    }
+
+    /// The chardev is gone; returns the client that was connected to it.
+    pub fn remove_chardev(&mut self, chr: &str) -> Option<String> {
+        let c = self.chrs.remove(chr)?;
+        if let Some(m) = &c.monitor {
+            self.drop_monitor(&m.clone());
+        }
+        let client = c.client?;
+        self.clients.remove(&client);
+        Some(client)
+    }
+
+    pub fn add_monitor(&mut self, round: u32, id: &str, chr: &str, close: Close) {
+        self.seq += 1;
+        let order = (round, self.lane, self.seq);
+        self.mons.push(Mon {
+            id: id.to_owned(),
+            chr: chr.to_owned(),
+            hmp: false,
+            dynamic: true,
+            close,
+            order,
+            dying: false,
+        });
+        let c = self.chrs.get_mut(chr).expect("chardev of a new monitor");
+        c.monitor = Some(id.to_owned());
+        if let Some(cl) = &c.client {
+            self.clients.get_mut(cl).expect("client").state = CState::Negotiating;
+        }
+    }
+
+    /// A monitor from the command line that this lane owns.
+    pub fn adopt_monitor(&mut self, mon: Mon) {
+        self.chrs.insert(mon.chr.clone(), Chr { kind: ChrKind::Unix, monitor: Some(mon.id.clone()), client: None, dying: false });
+        self.mons.push(mon);
+    }
+
+    /// The monitor is gone, its chardev stays.  Returns the client that
+    /// was connected to it (now disconnected by QEMU) and forgets it.
+    pub fn drop_monitor(&mut self, id: &str) -> Option<String> {
+        let pos = self.mons.iter().position(|m| m.id == id)?;
+        let m = self.mons.remove(pos);
+        self.fds.retain(|_, owner| owner != id);
+        let c = self.chrs.get_mut(&m.chr)?;
+        c.monitor = None;
+        let client = c.client.take()?;
+        self.clients.remove(&client);
+        Some(client)
+    }
+
+    /// close-action=delete fired for monitor `id`.
+    pub fn start_dying(&mut self, id: &str) {
+        let m = self.mon_mut(id).expect("dying monitor");
+        m.dying = true;
+        let chr = m.chr.clone();
+        if let Some(c) = self.chrs.get_mut(&chr) {
+            c.dying = true;
+        }
+    }
+
+    /// Whatever was dying is gone.
+    pub fn settle(&mut self) {
+        let dying: Vec<String> = self.mons.iter().filter(|m| m.dying).map(|m| m.id.clone()).collect();
+        for id in dying {
+            self.drop_monitor(&id);
+        }
+        let dying: Vec<String> = self.chrs.iter().filter(|(_, c)| c.dying).map(|(k, _)| k.clone()).collect();
+        for chr in dying {
+            self.remove_chardev(&chr);
+        }
+    }
+
+    pub fn connect(&mut self, client: &str, chr: &str) {
+        let c = self.chrs.get_mut(chr).expect("chardev of a new client");
+        c.client = Some(client.to_owned());
+        let state = if c.monitor.is_some() { CState::Negotiating } else { CState::Waiting };
+        self.clients.insert(client.to_owned(), Client { chr: chr.to_owned(), state, unread: 0 });
+    }
+
+    /// The client left.  A close-action=delete monitor starts dying.
+    pub fn disconnect(&mut self, client: &str) {
+        let Some(c) = self.clients.remove(client) else { return };
+        let Some(chr) = self.chrs.get_mut(&c.chr) else { return };
+        chr.client = None;
+        let Some(mon) = chr.monitor.clone() else { return };
+        if self.mon(&mon).is_some_and(|m| m.close == Close::Delete) {
+            self.start_dying(&mon);
+        }
+    }
+
+    /// The client removed its own monitor: it is disconnected, and a
+    /// one-shot monitor takes its chardev along.
+    pub fn self_removed(&mut self, client: &str) {
+        let Some(m) = self.client_mon(client).cloned() else { return };
+        self.drop_monitor(&m.id);
+        if m.close == Close::Delete {
+            if let Some(c) = self.chrs.get_mut(&m.chr) {
+                c.dying = true;
+            }
+        }
+    }
+
+    pub fn client_mut(&mut self, client: &str) -> Option<&mut Client> {
+        self.clients.get_mut(client)
+    }
+}
