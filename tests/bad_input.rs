@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{seed, Qemu, Qmp, Rng, Watchdog};
@@ -583,14 +582,13 @@ fn cut(v: &Value) -> String {
 /// by a sync command, and every reply up to the sync's is an error.
 fn exchange(q: &mut Qmp, req: &Req, n: usize) {
     let what = format!("request {n} ({}) {}", req.category, cut_str(&String::from_utf8_lossy(&req.bytes)));
-    let mut w = q.writer_clone();
-    w.write_all(&req.bytes).expect("write");
+    q.send_bytes(&req.bytes);
     if req.garbage {
-        w.write_all(format!("{{\"execute\": \"query-name\", \"id\": \"sync-{n}\"}}\n").as_bytes()).expect("write");
-        let first = q.recv_reply().unwrap_or_else(|| panic!("{what}: EOF"));
+        q.send_raw(&format!("{{\"execute\": \"query-name\", \"id\": \"sync-{n}\"}}\n"));
+        let first = q.recv_reply_awaiting(&format!("the reply to {what}")).unwrap_or_else(|| panic!("{what}: EOF"));
         check_error(&first, &req.expect, &what);
         loop {
-            let rsp = q.recv_reply().unwrap_or_else(|| panic!("{what}: EOF"));
+            let rsp = q.recv_reply_awaiting(&format!("the reply to {what}")).unwrap_or_else(|| panic!("{what}: EOF"));
             if rsp["id"] == json!(format!("sync-{n}")) {
                 assert_eq!(rsp["return"], json!({}), "{what}");
                 break;
@@ -600,7 +598,7 @@ fn exchange(q: &mut Qmp, req: &Req, n: usize) {
         }
         return;
     }
-    let rsp = q.recv_reply().unwrap_or_else(|| panic!("{what}: EOF"));
+    let rsp = q.recv_reply_awaiting(&format!("the reply to {what}")).unwrap_or_else(|| panic!("{what}: EOF"));
     check_error(&rsp, &req.expect, &what);
     match &req.id {
         Some(id) => assert_eq!(rsp.get("id"), Some(id), "{what}: id not echoed: {}", cut(&rsp)),

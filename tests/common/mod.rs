@@ -41,7 +41,9 @@ fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> std::io::Resu
         let mut pfd = libc::pollfd { fd, events, revents: 0 };
         // SAFETY: one valid pollfd.
         match unsafe { libc::poll(&mut pfd, 1, ms) } {
-            0 => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("fd {fd} idle for {timeout:?}"))),
+            0 => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("fd {fd} idle for {timeout:?}")))
+            }
             n if n > 0 => return Ok(()),
             _ => {
                 let e = std::io::Error::last_os_error();
@@ -140,8 +142,7 @@ impl Qmp {
     pub fn from_fd(fd: OwnedFd) -> Self {
         let file = File::from(fd);
         let writer = TimedFd { file: file.try_clone().expect("dup"), timeout: IO_TIMEOUT };
-        let mut qmp =
-            Qmp { writer, reader: BufReader::new(TimedFd { file, timeout: IO_TIMEOUT }), events: Vec::new() };
+        let mut qmp = Qmp { writer, reader: BufReader::new(TimedFd { file, timeout: IO_TIMEOUT }), events: Vec::new() };
         qmp.set_timeout(IO_TIMEOUT);
         qmp
     }
@@ -214,6 +215,12 @@ impl Qmp {
     /// Next message that is not an event.
     pub fn recv_reply(&mut self) -> Option<Value> {
         self.recv_reply_for(&|| "a QMP reply".to_owned())
+    }
+
+    /// `recv_reply`, where `what` says what is awaited (for the panic
+    /// on a timeout).
+    pub fn recv_reply_awaiting(&mut self, what: &str) -> Option<Value> {
+        self.recv_reply_for(&|| what.to_owned())
     }
 
     fn recv_reply_for(&mut self, what: &dyn Fn() -> String) -> Option<Value> {
