@@ -88,7 +88,7 @@ fn vmspawn_session(qemu: &mut Qemu, name: &str) -> OwnedFd {
     assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
     let (ours, theirs) = (owned(sv[0]), owned(sv[1]));
     qemu.mgr.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": name}}), theirs.as_raw_fd());
-    assert_eq!(qemu.mgr.recv_reply().expect("getfd"), json!({"return": {}}));
+    assert_eq!(qemu.mgr.recv_reply_awaiting("the reply to getfd").expect("getfd"), json!({"return": {}}));
     qemu.mgr.ok(
         "chardev-add",
         json!({"id": name, "backend": {"type": "socket", "data": {

@@ -89,8 +89,8 @@ fn self_removal_answers_earlier_requests_then_closes() {
         r#"{"execute": "monitor-remove", "arguments": {"id": "m1"}, "id": 2}"#, "\n",
         r#"{"execute": "query-status", "id": 3}"#, "\n",
     ));
-    assert_eq!(client.recv_reply().expect("reply 1"), json!({"return": {}, "id": 1}));
-    assert_eq!(client.recv_reply().expect("reply 2"), json!({"return": {}, "id": 2}));
+    assert_eq!(client.recv_reply_awaiting("reply 1").expect("reply 1"), json!({"return": {}, "id": 1}));
+    assert_eq!(client.recv_reply_awaiting("reply 2").expect("reply 2"), json!({"return": {}, "id": 2}));
     client.expect_eof();
     assert_eq!(qemu.ids(), ["compat_monitor0"]);
     assert!(qemu.quit().success());
@@ -127,7 +127,7 @@ fn getfd_fds_are_closed_with_their_monitor() {
     let (rd, wr) = (owned(fds[0]), owned(fds[1]));
     let before = qemu.fds();
     client.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": "f1"}}), wr.as_raw_fd());
-    assert_eq!(client.recv_reply().expect("getfd reply"), json!({"return": {}}));
+    assert_eq!(client.recv_reply_awaiting("the reply to getfd").expect("getfd reply"), json!({"return": {}}));
     let pipe = std::fs::read_link(format!("/proc/self/fd/{}", wr.as_raw_fd())).expect("link");
     let pipe = pipe.display().to_string();
     assert_eq!(qemu.fds().iter().filter(|f| **f == pipe).count(), 1);
@@ -148,7 +148,7 @@ fn vmspawn_flow_over_socketpair() {
     assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
     let (ours, theirs) = (owned(sv[0]), owned(sv[1]));
     qemu.mgr.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": "vmspawn0"}}), theirs.as_raw_fd());
-    assert_eq!(qemu.mgr.recv_reply().expect("getfd"), json!({"return": {}}));
+    assert_eq!(qemu.mgr.recv_reply_awaiting("the reply to getfd").expect("getfd"), json!({"return": {}}));
     drop(theirs);
     qemu.mgr.ok(
         "chardev-add",

@@ -714,8 +714,16 @@ fn add_then_remove_without_delay() {
         let add = json!({"execute": "monitor-add", "arguments": args, "id": "add"});
         let remove = json!({"execute": "monitor-remove", "arguments": {"id": id}, "id": "remove"});
         qemu.mgr.send_raw(&format!("{add}\n{remove}\n"));
-        assert_eq!(qemu.mgr.recv_reply().expect("add reply"), json!({"return": {}, "id": "add"}), "{ctx}");
-        assert_eq!(qemu.mgr.recv_reply().expect("remove reply"), json!({"return": {}, "id": "remove"}), "{ctx}");
+        assert_eq!(
+            qemu.mgr.recv_reply_awaiting("the reply to monitor-add").expect("add reply"),
+            json!({"return": {}, "id": "add"}),
+            "{ctx}"
+        );
+        assert_eq!(
+            qemu.mgr.recv_reply_awaiting("the reply to monitor-remove").expect("remove reply"),
+            json!({"return": {}, "id": "remove"}),
+            "{ctx}"
+        );
         if let Some(mut c) = client {
             // The removal closes the connection: at most the greeting
             // (pretty or not) came first.
