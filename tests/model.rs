@@ -111,7 +111,13 @@ fn run_seeds(what: &str, seeds: &[u64], steps: usize, shrink_budget: Duration) {
     if !found.is_empty() {
         let kinds: Vec<String> = found.iter().map(|f| format!("seed {} ({:?})", f.seed, f.kind)).collect();
         let reports: Vec<&str> = found.iter().map(|f| f.report.as_str()).collect();
-        panic!("{what}: {} of {} seeds failed: {}\n\n{}", found.len(), seeds.len(), kinds.join(", "), reports.join("\n\n"));
+        panic!(
+            "{what}: {} of {} seeds failed: {}\n\n{}",
+            found.len(),
+            seeds.len(),
+            kinds.join(", "),
+            reports.join("\n\n")
+        );
     }
 }
 
@@ -137,7 +143,9 @@ fn model_fuzz() {
         None => {
             let n: u64 = env("QMH_FUZZ_SEEDS").unwrap_or(10);
             let base = env("QMH_FUZZ_BASE").unwrap_or_else(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() % 1_000_000 * 1000)
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() % 1_000_000 * 1000)
             });
             (base..base + n).collect()
         }

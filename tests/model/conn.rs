@@ -59,6 +59,11 @@ impl Conn {
         self.stream.write_all(text.as_bytes())
     }
 
+    /// A second handle on the socket, for a writer thread.
+    pub fn writer(&self) -> UnixStream {
+        self.stream.try_clone().expect("dup")
+    }
+
     /// shutdown(2) both ways, then the fd is closed when dropped.
     pub fn shutdown(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
@@ -191,12 +196,19 @@ impl Conn {
     }
 
     /// Reads up to the reply with `id`; events go to `on_event`.
-    pub fn wait_reply(&mut self, id: &str, mut on_event: impl FnMut(&Value) -> Result<(), Failure>) -> Result<Value, Failure> {
+    pub fn wait_reply(
+        &mut self,
+        id: &str,
+        mut on_event: impl FnMut(&Value) -> Result<(), Failure>,
+    ) -> Result<Value, Failure> {
         let msg = id;
         loop {
             match self.recv(READ_LIMIT)? {
                 Incoming::Closed => {
-                    return Err(Failure::new(Kind::MissingReply, format!("{}: closed instead of replying to {msg}", self.label)))
+                    return Err(Failure::new(
+                        Kind::MissingReply,
+                        format!("{}: closed instead of replying to {msg}", self.label),
+                    ))
                 }
                 Incoming::Msg(m) if m.get("event").is_some() => on_event(&m)?,
                 Incoming::Msg(m) => {

@@ -89,6 +89,7 @@ impl LaneExec {
             Step::ChardevAdd { chr } | Step::Connect { chr, .. } => m.is_dying_name(chr),
             Step::MonitorAdd { id, chr, .. } => m.is_dying_name(id) || m.is_dying_name(chr),
             Step::Session { .. } | Step::StopCont { .. } => false,
+            Step::FloodRemoved { client, .. } => client_dying(client),
             Step::Negotiate { client, .. }
             | Step::Command { client, .. }
             | Step::Pipeline { client, .. }
@@ -146,7 +147,8 @@ impl LaneExec {
         if self.touches_dying(step) {
             self.settle()?;
         }
-        self.run_step(round, shared, step).map_err(|f| f.context(&format!("round {round} lane {}: {step}", self.model.lane)))
+        self.run_step(round, shared, step)
+            .map_err(|f| f.context(&format!("round {round} lane {}: {step}", self.model.lane)))
     }
 
     fn run_step(&mut self, round: u32, shared: &Shared, step: &Step) -> Res {
@@ -166,7 +168,7 @@ impl LaneExec {
                     (Expect::Racy, Err(d)) if d == format!("Chardev '{chr}' is busy") => {}
                     (Expect::Racy, Err(d)) if d == format!("Chardev '{chr}' not found") => {
                         self.model.remove_chardev(chr);
-                    },
+                    }
                     (Expect::Racy, Err(d)) => return Err(wrong(format!("chardev-remove of a dying chardev: {d}"))),
                     (_, Ok(_)) => {
                         // its monitor (if dying) is gone too; a client
@@ -223,7 +225,9 @@ impl LaneExec {
             Step::Session { name, client } => self.session(round, name, client)?,
             Step::Connect { client, chr } => self.connect(client, chr)?,
             Step::Negotiate { client, oob } => {
-                let Some(state) = self.state(client) else { return Ok(()) };
+                let Some(state) = self.state(client) else {
+                    return Ok(());
+                };
                 let reply = match state {
                     CState::Waiting => return Ok(()),
                     CState::Negotiating => Reply::Return(json!({})),
@@ -238,7 +242,9 @@ impl LaneExec {
                 }
             }
             Step::Command { client, oob } => {
-                let Some(state) = self.state(client) else { return Ok(()) };
+                let Some(state) = self.state(client) else {
+                    return Ok(());
+                };
                 let req = match (state, oob) {
                     (CState::Waiting, _) => return Ok(()),
                     (CState::Negotiating, false) => ("query-name", None, false, Reply::NotFound(NEGOTIATE_FIRST)),
@@ -250,7 +256,9 @@ impl LaneExec {
                 self.model.client_mut(client).expect("client").unread = 0;
             }
             Step::Pipeline { client, n, oob } => {
-                let Some(state) = self.state(client) else { return Ok(()) };
+                let Some(state) = self.state(client) else {
+                    return Ok(());
+                };
                 let mut reqs = Vec::new();
                 for i in 0..*n {
                     reqs.push(match (state, oob) {
@@ -265,14 +273,19 @@ impl LaneExec {
                 self.model.client_mut(client).expect("client").unread += n;
             }
             Step::Drain { client } => {
-                let Some(c) = self.clients.get_mut(client) else { return Ok(()) };
+                let Some(c) = self.clients.get_mut(client) else {
+                    return Ok(());
+                };
                 c.drain()?;
                 self.model.client_mut(client).expect("client").unread = 0;
             }
             Step::Getfd { client, fd } => self.getfd(client, fd)?,
+            Step::FloodRemoved { client, delay_ms } => self.flood_removed(client, *delay_ms)?,
             Step::SelfRemove { client, before, after } => self.self_remove(client, *before, *after)?,
             Step::Disconnect { client, abrupt } => {
-                let Some(mut c) = self.clients.remove(client) else { return Ok(()) };
+                let Some(mut c) = self.clients.remove(client) else {
+                    return Ok(());
+                };
                 if *abrupt {
                     if c.greeting_due {
                         let text = c.request("query-qmp-schema", None, false, Reply::List, true);
@@ -365,7 +378,8 @@ impl LaneExec {
         self.model.connect(client, chr);
         let due = self.model.chrs[chr].monitor.is_some();
         let track = self.model.lane == 0;
-        self.clients.insert(client.to_owned(), Client::new(Conn::new(stream, format!("client {client}")), client, due, track));
+        self.clients
+            .insert(client.to_owned(), Client::new(Conn::new(stream, format!("client {client}")), client, due, track));
         Ok(())
     }
 
@@ -374,7 +388,10 @@ impl LaneExec {
     fn session(&mut self, round: u32, name: &str, client: &str) -> Res {
         let mut sv = [0; 2];
         // SAFETY: socketpair fills the array with two fresh fds.
-        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) }, 0);
+        assert_eq!(
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr(),) },
+            0
+        );
         // SAFETY: both are fresh fds that nobody else owns.
         let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
         self.ctl_seq += 1;
@@ -395,7 +412,8 @@ impl LaneExec {
         self.model.connect(client, name);
         let stream = UnixStream::from(ours);
         let track = self.model.lane == 0;
-        self.clients.insert(client.to_owned(), Client::new(Conn::new(stream, format!("client {client}")), client, true, track));
+        self.clients
+            .insert(client.to_owned(), Client::new(Conn::new(stream, format!("client {client}")), client, true, track));
         Ok(())
     }
 
@@ -433,6 +451,52 @@ impl LaneExec {
         let mut c = self.clients.remove(client).expect("client");
         self.model.self_removed(client);
         c.read_to_close(true)
+    }
+
+    /// A writer thread floods the client's monitor until the connection
+    /// breaks (bounded); the control monitor removes the monitor.
+    fn flood_removed(&mut self, client: &str, delay_ms: u32) -> Res {
+        if !matches!(self.state(client), Some(CState::Command { .. })) {
+            return Ok(());
+        }
+        let oob = matches!(self.state(client), Some(CState::Command { oob: true }));
+        let id = self.model.client_mon(client).expect("monitor").id.clone();
+        let c = self.clients.get_mut(client).expect("client");
+        let prefix = format!("{}-flood-", c.name);
+        c.flood = Some(prefix.clone());
+        let mut out = c.conn.writer();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let mut batch = String::new();
+                for _ in 0..16 {
+                    n += 1;
+                    if oob && n % 3 != 0 {
+                        batch.push_str(&format!("{{\"exec-oob\": \"query-yank\", \"id\": \"{prefix}{n}\"}}\n"));
+                    } else {
+                        batch.push_str(&format!("{{\"execute\": \"query-name\", \"id\": \"{prefix}{n}\"}}\n"));
+                    }
+                }
+                if out.write_all(batch.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            n
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms as u64));
+        let removed = self.ctl_ok("monitor-remove", json!({"id": id}));
+        if let Some(client) = self.model.drop_monitor(&id) {
+            let mut c = self.clients.remove(&client).expect("client");
+            // read concurrently with the writer: QEMU must close
+            let read = c.read_to_close(false);
+            c.conn.shutdown();
+            let _ = writer.join();
+            removed?;
+            read?;
+        }
+        Ok(())
     }
 
     /// Takes every object of the lane down, checking each step: clients

@@ -59,7 +59,8 @@ pub type Res<T = ()> = Result<T, Failure>;
 
 /// Observations that are not failures (each text once), printed at the
 /// end of the test.
-static NOTES: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+static NOTES: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 pub fn note(text: String) {
     NOTES.lock().unwrap_or_else(|e| e.into_inner()).insert(text);

@@ -25,7 +25,12 @@ impl Gen<'_> {
     }
 
     fn clients_where(&self, f: impl Fn(CState, u32) -> bool) -> Vec<String> {
-        self.lane.clients.iter().filter(|(n, c)| f(c.state, c.unread) && !self.client_dying(n)).map(|(n, _)| n.clone()).collect()
+        self.lane
+            .clients
+            .iter()
+            .filter(|(n, c)| f(c.state, c.unread) && !self.client_dying(n))
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     fn client_dying(&self, client: &str) -> bool {
@@ -80,6 +85,7 @@ impl Gen<'_> {
             (2, Self::self_remove),
             (3, Self::disconnect),
             (1, Self::stop_cont),
+            (1, Self::flood_removed),
         ];
         let total: usize = table.iter().map(|t| t.0).sum();
         loop {
@@ -190,7 +196,9 @@ impl Gen<'_> {
             .filter(|(_, c)| !c.dying && c.client.is_none() && c.kind == ChrKind::Unix)
             .map(|(n, _)| n.clone())
             .collect();
-        let chr = self.pick_of(&free)?;
+        let with_mon: Vec<String> = free.iter().filter(|c| self.lane.chrs[*c].monitor.is_some()).cloned().collect();
+        let chr =
+            if !with_mon.is_empty() && self.rng.chance(2, 3) { self.pick_of(&with_mon)? } else { self.pick_of(&free)? };
         Some(Step::Connect { client: self.name('k'), chr })
     }
 
@@ -245,6 +253,11 @@ impl Gen<'_> {
         let all: Vec<String> = self.clients_where(|_, _| true);
         let client = self.pick_of(&all)?;
         Some(Step::Disconnect { client, abrupt: self.rng.chance(1, 2) })
+    }
+
+    fn flood_removed(&mut self) -> Option<Step> {
+        let client = self.pick_of(&self.command_mode(false))?;
+        Some(Step::FloodRemoved { client, delay_ms: *self.rng.pick(&[0, 1, 5, 20, 100]) })
     }
 
     fn stop_cont(&mut self) -> Option<Step> {
@@ -319,6 +332,11 @@ impl Gen<'_> {
             Step::SelfRemove { client, .. } => l.self_removed(client),
             Step::Disconnect { client, .. } => l.disconnect(client),
             Step::StopCont { stop } => l.running = !*stop,
+            Step::FloodRemoved { client, .. } => {
+                if let Some(m) = l.client_mon(client).map(|m| m.id.clone()) {
+                    l.drop_monitor(&m);
+                }
+            }
         }
     }
 }

@@ -11,34 +11,82 @@ use super::state::Close;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// chardev-add of a listening Unix socket.
-    ChardevAdd { chr: String },
-    ChardevRemove { chr: String },
-    MonitorAdd { id: String, chr: String, close: Option<Close>, pretty: bool },
-    MonitorRemove { id: String },
+    ChardevAdd {
+        chr: String,
+    },
+    ChardevRemove {
+        chr: String,
+    },
+    MonitorAdd {
+        id: String,
+        chr: String,
+        close: Option<Close>,
+        pretty: bool,
+    },
+    MonitorRemove {
+        id: String,
+    },
     /// socketpair + getfd + chardev-add (addr type fd) + monitor-add
     /// close-action=delete; `client` holds our end.
-    Session { name: String, client: String },
-    Connect { client: String, chr: String },
+    Session {
+        name: String,
+        client: String,
+    },
+    Connect {
+        client: String,
+        chr: String,
+    },
     /// Reads the greeting (if owed), sends qmp_capabilities.
-    Negotiate { client: String, oob: bool },
+    Negotiate {
+        client: String,
+        oob: bool,
+    },
     /// One request, read with its reply: query-name, or with `oob` an
     /// exec-oob query-yank.
-    Command { client: String, oob: bool },
+    Command {
+        client: String,
+        oob: bool,
+    },
     /// `n` requests in one write, left unread: query-qmp-schema (big
     /// replies, more than the 8-request queue suspends the monitor), or
     /// with `oob` a mix of exec-oob query-yank and query-name.
-    Pipeline { client: String, n: u32, oob: bool },
+    Pipeline {
+        client: String,
+        n: u32,
+        oob: bool,
+    },
     /// Reads everything the client is owed.
-    Drain { client: String },
+    Drain {
+        client: String,
+    },
     /// getfd of a fresh memfd over the client's own connection.
-    Getfd { client: String, fd: String },
+    Getfd {
+        client: String,
+        fd: String,
+    },
     /// `before` requests, monitor-remove of its own monitor, `after`
     /// requests, in one write.
-    SelfRemove { client: String, before: u32, after: u32 },
+    SelfRemove {
+        client: String,
+        before: u32,
+        after: u32,
+    },
     /// Clean: read what is owed, then close.  Abrupt: send a command
     /// and close at once, with everything unread.
-    Disconnect { client: String, abrupt: bool },
-    StopCont { stop: bool },
+    Disconnect {
+        client: String,
+        abrupt: bool,
+    },
+    StopCont {
+        stop: bool,
+    },
+    /// The client floods its monitor (exec-oob query-yank and query-name
+    /// from a writer thread, never reading) while its lane's control
+    /// monitor removes the monitor after `delay_ms`.
+    FloodRemoved {
+        client: String,
+        delay_ms: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -66,7 +114,9 @@ impl fmt::Display for Step {
                 Ok(())
             }
             Step::MonitorRemove { id } => write!(f, "monitor-remove {id:?}"),
-            Step::Session { name, client } => write!(f, "one-shot session {name} (client {client})"),
+            Step::Session { name, client } => {
+                write!(f, "one-shot session {name} (client {client})")
+            }
             Step::Connect { client, chr } => write!(f, "client {client} connects to {chr}"),
             Step::Negotiate { client, oob } => {
                 write!(f, "client {client} qmp_capabilities{}", if *oob { " enable=[oob]" } else { "" })
@@ -88,6 +138,9 @@ impl fmt::Display for Step {
                 write!(f, "client {client} {}", if *abrupt { "leaves mid-command" } else { "disconnects cleanly" })
             }
             Step::StopCont { stop } => write!(f, "{}", if *stop { "stop" } else { "cont" }),
+            Step::FloodRemoved { client, delay_ms } => {
+                write!(f, "client {client} floods; its monitor is removed after {delay_ms} ms")
+            }
         }
     }
 }

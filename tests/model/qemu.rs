@@ -20,15 +20,7 @@ pub struct Qemu {
 }
 
 fn cli_mon(id: &str, chr: &str, hmp: bool, n: u32) -> Mon {
-    Mon {
-        id: id.into(),
-        chr: chr.into(),
-        hmp,
-        dynamic: false,
-        close: Close::None,
-        order: (0, 0, n),
-        dying: false,
-    }
+    Mon { id: id.into(), chr: chr.into(), hmp, dynamic: false, close: Close::None, order: (0, 0, n), dying: false }
 }
 
 /// The monitors every lane may name and the lanes' starting models:
@@ -51,10 +43,8 @@ impl Qemu {
     pub fn start(workers: u8) -> Res<(Qemu, Conn, Vec<Conn>)> {
         let dir = temp_dir();
         let d = dir.display();
-        let mut args: Vec<String> = ["-M", "none", "-accel", "qtest", "-display", "none", "-qmp"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> =
+            ["-M", "none", "-accel", "qtest", "-display", "none", "-qmp"].iter().map(|s| s.to_string()).collect();
         args.push(format!("unix:{d}/mgr.sock,server=on,wait=off"));
         let mut sock = |id: &str, file: &str, mode: &str, mon: &str| {
             args.push("-chardev".into());
@@ -88,7 +78,9 @@ impl Qemu {
             match UnixStream::connect(&path) {
                 Ok(s) => break s,
                 Err(e) if Instant::now() > deadline => {
-                    return Err(self.crashed().unwrap_or_else(|| Failure::new(Kind::Timeout, format!("connect {name}: {e}"))))
+                    return Err(self
+                        .crashed()
+                        .unwrap_or_else(|| Failure::new(Kind::Timeout, format!("connect {name}: {e}"))))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -125,7 +117,9 @@ impl Qemu {
     /// QEMU's open fds, as link targets.
     pub fn fds(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|p| p.display().to_string()).collect())
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|p| p.display().to_string()).collect()
+            })
             .unwrap_or_default();
         v.sort();
         v

@@ -46,7 +46,9 @@ fn run_round(lanes: &mut [LaneExec], shared: &Shared, round: u32, steps: &[Vec<S
                 lanes.iter_mut().zip(steps).map(|(lane, steps)| sc.spawn(move || run_lane(lane, steps))).collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| Err(Failure::new(Kind::Io, format!("lane thread panicked: {p:?}")))))
+                .map(|h| {
+                    h.join().unwrap_or_else(|p| Err(Failure::new(Kind::Io, format!("lane thread panicked: {p:?}"))))
+                })
                 .collect()
         })
     } else {
@@ -61,7 +63,13 @@ fn ordered(a: Order, b: Order) -> bool {
 }
 
 /// What QEMU reports that the model does not say, or None.
-fn compare(lanes: &[LaneExec], shared: &Shared, mons: &[Value], chrs: &[String], memfds: &[String]) -> Option<(Kind, String)> {
+fn compare(
+    lanes: &[LaneExec],
+    shared: &Shared,
+    mons: &[Value],
+    chrs: &[String],
+    memfds: &[String],
+) -> Option<(Kind, String)> {
     let model_mons: Vec<_> = shared.monitors.iter().chain(lanes.iter().flat_map(|l| l.model.mons.iter())).collect();
     let mut problems = Vec::new();
     let mut prev: Option<&super::state::Mon> = None;
@@ -175,12 +183,20 @@ pub fn run(plan: &[Item], workers: u8, threaded: bool) -> Res<Stats> {
     let (mut qemu, mgr, ctls) = Qemu::start(workers)?;
     let dir = qemu.dir.clone();
     let conns = std::iter::once(mgr).chain(ctls);
-    let mut lanes: Vec<LaneExec> = models.into_iter().zip(conns).map(|(m, c)| LaneExec::new(m, c, dir.clone())).collect();
+    let mut lanes: Vec<LaneExec> =
+        models.into_iter().zip(conns).map(|(m, c)| LaneExec::new(m, c, dir.clone())).collect();
     let res = run_lanes(&mut qemu, &mut lanes, &shared, plan, workers, threaded);
     res.map_err(|f| crash_or(&mut qemu, f))
 }
 
-fn run_lanes(qemu: &mut Qemu, lanes: &mut [LaneExec], shared: &Shared, plan: &[Item], workers: u8, threaded: bool) -> Res<Stats> {
+fn run_lanes(
+    qemu: &mut Qemu,
+    lanes: &mut [LaneExec],
+    shared: &Shared,
+    plan: &[Item],
+    workers: u8,
+    threaded: bool,
+) -> Res<Stats> {
     sync(qemu, lanes, shared, 0).map_err(|f| f.context("QEMU's monitors at start"))?;
     let fds_start = qemu.fds();
     let mut rounds: BTreeMap<u32, Vec<Vec<Step>>> = BTreeMap::new();
@@ -200,7 +216,9 @@ fn run_lanes(qemu: &mut Qemu, lanes: &mut [LaneExec], shared: &Shared, plan: &[I
     let teardown = last + 1;
     let results: Vec<Res> = std::thread::scope(|sc| {
         let hs: Vec<_> = lanes.iter_mut().map(|l| sc.spawn(move || l.teardown(teardown, shared))).collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|p| Err(Failure::new(Kind::Io, format!("panic: {p:?}"))))).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| Err(Failure::new(Kind::Io, format!("panic: {p:?}")))))
+            .collect()
     });
     results.into_iter().collect::<Res>().map_err(|f| f.context("teardown"))?;
     sync(qemu, lanes, shared, teardown).map_err(|f| f.context("teardown"))?;
@@ -225,7 +243,11 @@ fn run_lanes(qemu: &mut Qemu, lanes: &mut [LaneExec], shared: &Shared, plan: &[I
         if Instant::now() > deadline {
             return Err(Failure::new(
                 Kind::FdLeak,
-                format!("{} fds at start, {} at the end (1 fewer expected): new {extra:?}, gone {left:?}", fds_start.len(), fds.len()),
+                format!(
+                    "{} fds at start, {} at the end (1 fewer expected): new {extra:?}, gone {left:?}",
+                    fds_start.len(),
+                    fds.len()
+                ),
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -248,7 +270,10 @@ fn quit(qemu: &mut Qemu, mgr: &mut LaneExec) -> Res {
     }
     let status = qemu.wait_exit(Duration::from_secs(60))?;
     if !status.success() {
-        return Err(Failure::new(Kind::Exit, format!("QEMU exit after quit: {status}; stderr:\n{}", qemu.stderr_tail())));
+        return Err(Failure::new(
+            Kind::Exit,
+            format!("QEMU exit after quit: {status}; stderr:\n{}", qemu.stderr_tail()),
+        ));
     }
     Ok(())
 }

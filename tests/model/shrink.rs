@@ -53,7 +53,8 @@ impl Tester {
 }
 
 pub fn shrink(plan: &[Item], failure: &Failure, workers: u8, threaded: bool, budget: Duration) -> Shrunk {
-    let mut t = Tester { kind: failure.kind, workers, threaded: false, deadline: Instant::now() + budget, runs: 0, last: None };
+    let mut t =
+        Tester { kind: failure.kind, workers, threaded: false, deadline: Instant::now() + budget, runs: 0, last: None };
     let mut cur: Vec<Item> = plan.to_vec();
     if let Some(r) = failing_round(failure) {
         let prefix: Vec<Item> = cur.iter().filter(|i| i.round <= r).cloned().collect();
@@ -90,8 +91,12 @@ pub fn shrink(plan: &[Item], failure: &Failure, workers: u8, threaded: bool, bud
         let chunk = cur.len().div_ceil(n);
         let mut reduced = false;
         for start in (0..cur.len()).step_by(chunk) {
-            let candidate: Vec<Item> =
-                cur.iter().enumerate().filter(|(i, _)| *i < start || *i >= start + chunk).map(|(_, it)| it.clone()).collect();
+            let candidate: Vec<Item> = cur
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i < start || *i >= start + chunk)
+                .map(|(_, it)| it.clone())
+                .collect();
             if t.fails(&candidate) {
                 cur = candidate;
                 n = (n - 1).max(2);

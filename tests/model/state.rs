@@ -77,7 +77,9 @@ pub enum CState {
     Waiting,
     /// The monitor is in capability negotiation mode.
     Negotiating,
-    Command { oob: bool },
+    Command {
+        oob: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +127,9 @@ pub struct Lane {
 }
 
 pub fn invalid_id(id: &str) -> String {
-    format!("Invalid monitor id '{id}': an id must start with a letter and contain only letters, digits, '-', '.' and '_'")
+    format!(
+        "Invalid monitor id '{id}': an id must start with a letter and contain only letters, digits, '-', '.' and '_'"
+    )
 }
 
 /// QEMU's id_wellformed().
@@ -269,7 +273,10 @@ impl Lane {
 
     /// A monitor from the command line that this lane owns.
     pub fn adopt_monitor(&mut self, mon: Mon) {
-        self.chrs.insert(mon.chr.clone(), Chr { kind: ChrKind::Unix, monitor: Some(mon.id.clone()), client: None, dying: false });
+        self.chrs.insert(
+            mon.chr.clone(),
+            Chr { kind: ChrKind::Unix, monitor: Some(mon.id.clone()), client: None, dying: false },
+        );
         self.mons.push(mon);
     }
 
@@ -317,10 +324,16 @@ impl Lane {
 
     /// The client left.  A close-action=delete monitor starts dying.
     pub fn disconnect(&mut self, client: &str) {
-        let Some(c) = self.clients.remove(client) else { return };
-        let Some(chr) = self.chrs.get_mut(&c.chr) else { return };
+        let Some(c) = self.clients.remove(client) else {
+            return;
+        };
+        let Some(chr) = self.chrs.get_mut(&c.chr) else {
+            return;
+        };
         chr.client = None;
-        let Some(mon) = chr.monitor.clone() else { return };
+        let Some(mon) = chr.monitor.clone() else {
+            return;
+        };
         if self.mon(&mon).is_some_and(|m| m.close == Close::Delete) {
             self.start_dying(&mon);
         }
@@ -329,7 +342,9 @@ impl Lane {
     /// The client removed its own monitor: it is disconnected, and a
     /// one-shot monitor takes its chardev along.
     pub fn self_removed(&mut self, client: &str) {
-        let Some(m) = self.client_mon(client).cloned() else { return };
+        let Some(m) = self.client_mon(client).cloned() else {
+            return;
+        };
         self.drop_monitor(&m.id);
         if m.close == Close::Delete {
             if let Some(c) = self.chrs.get_mut(&m.chr) {
