@@ -48,6 +48,7 @@ export UBSAN_OPTIONS := halt_on_error=1:abort_on_error=1:print_stacktrace=1
 CARGO_ENV := QEMU_SRC_DIR=$(SRC) QEMU_BUILD_DIR=$(QBUILD) QEMU_BIN_DIR=$(BIN) \
 	CARGO_TARGET_DIR=$(OUT)/cargo
 
+comma := ,
 # $(call stage,NAME,COMMANDS): run COMMANDS, then print how long they took.
 stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
@@ -154,8 +155,12 @@ check-qtest: build
 check-python: build
 	$(call stage,python clients,QEMU_BIN_DIR=$(BIN) $(PY) -m unittest discover -s tests/python)
 
+# The churn scenario, and QEMU's JSON parser test (duplicate keys leaked)
 check-valgrind: build
 	$(call stage,valgrind churn,$(CARGO_ENV) cargo test --locked --release -q --test valgrind -- --ignored)
+	$(call stage,valgrind check-qjson,ninja -C $(QBUILD) tests/unit/check-qjson >/dev/null && \
+	  valgrind -q --leak-check=full --errors-for-leak-kinds=definite$(comma)indirect --error-exitcode=1 \
+	    $(QBUILD)/tests/unit/check-qjson >/dev/null)
 
 check-sanitize:
 	@$(MAKE) --no-print-directory SANITIZE=1 check-suite
