@@ -159,7 +159,7 @@ check-python: build
 check-valgrind: build
 	$(call stage,valgrind churn,$(CARGO_ENV) cargo test --locked --release -q --test valgrind -- --ignored)
 	$(call stage,valgrind check-qjson,ninja -C $(QBUILD) tests/unit/check-qjson >/dev/null && \
-	  valgrind -q --leak-check=full --errors-for-leak-kinds=definite$(comma)indirect --error-exitcode=1 \
+	  valgrind -q --leak-check=full --show-leak-kinds=definite$(comma)indirect --errors-for-leak-kinds=definite$(comma)indirect --error-exitcode=1 \
 	    $(QBUILD)/tests/unit/check-qjson >/dev/null)
 
 check-sanitize:

@@ -118,7 +118,7 @@ fn main() {
         .allowlist_type("Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction")
         .allowlist_type("qmh_.*_fn")
         .allowlist_var("mon_iothread|qmp_dispatcher_mon")
-        .allowlist_function("qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate")
+        .allowlist_function("qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate|error_setg_internal")
         .allowlist_function("aio_bh_schedule_oneshot_full|iohandler_get_aio_context")
         .allowlist_function(
             "monitor_init_qmp_full|monitor_cur|monitor_data_destroy\

@@ -11,7 +11,8 @@ use std::ptr::{self, NonNull};
 use foreign_types::ForeignType;
 
 use crate::bindings as sys;
-use crate::qemu::{arg, result_to_errp};
+use crate::qapi_error::QmpError;
+use crate::qemu::arg;
 use crate::{info, monitors, removed};
 
 // A schema change that alters a handler's C type breaks the build here
@@ -44,7 +45,7 @@ pub unsafe extern "C" fn qmp_monitor_add(
     };
     let res = monitors::add(id, chardev, has_pretty && pretty, close_action);
     // SAFETY: errp comes from the marshaller.
-    unsafe { result_to_errp(res, errp) };
+    unsafe { QmpError::ok_or_propagate(res, errp, c"qmp_monitor_add") };
 }
 
 /// # Safety
@@ -54,7 +55,7 @@ pub unsafe extern "C" fn qmp_monitor_remove(id: *const c_char, errp: *mut *mut s
     // SAFETY: QAPI passes a valid, non-NULL string.
     let id = unsafe { arg(id) };
     // SAFETY: errp comes from the marshaller.
-    unsafe { result_to_errp(removed::remove(id).map_err(Into::into), errp) };
+    unsafe { QmpError::ok_or_propagate(removed::remove(id), errp, c"qmp_monitor_remove") };
 }
 
 /// # Safety

@@ -32,6 +32,8 @@ mod info;
 #[cfg(not(test))]
 mod monitors;
 #[cfg(not(test))]
+mod qapi_error;
+#[cfg(not(test))]
 mod qemu;
 #[cfg(not(test))]
 mod removed;

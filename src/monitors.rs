@@ -11,7 +11,8 @@ use std::ptr::NonNull;
 
 use crate::bindings as sys;
 use crate::errors::MonitorError;
-use crate::qemu::{with_local_err, ChardevRef, QmpError};
+use crate::qapi_error::{with_local_err, QmpError};
+use crate::qemu::ChardevRef;
 use crate::removed::RemovedMonitor;
 
 /// Holds `monitor_lock`, which protects `mon_list` and the `id`,
@@ -46,11 +47,11 @@ impl MonitorList {
     }
 
     /// Removal step 1 for monitor-remove: see [`Self::unlink`].
-    pub fn unlink_id(&self, id: &CStr) -> Result<RemovedMonitor, MonitorError> {
+    pub fn unlink_id(&self, id: &CStr) -> Result<RemovedMonitor, QmpError> {
         let name = || id.to_string_lossy().into_owned();
         let mon = self.find(id).ok_or_else(|| MonitorError::NoSuchMonitor(name()))?;
         if !mon.is_qmp() {
-            return Err(MonitorError::NotQmp(name()));
+            return Err(MonitorError::NotQmp(name()).into());
         }
         Ok(self.unlink(mon))
     }

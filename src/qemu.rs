@@ -1,70 +1,13 @@
-//! Small safe wrappers over the C pieces of QEMU the commands use: an
-//! `Error **` writer, a `QemuMutex` guard, chardev lookups, and running
-//! a closure in another thread's AioContext.
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! Small safe wrappers over the C pieces of QEMU the commands use: a
+//! `QemuMutex` guard, chardev lookups, and running a closure in another
+//! thread's AioContext.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CStr};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
-use foreign_types::{foreign_type, ForeignType};
-
 use crate::bindings as sys;
-use crate::errors::MonitorError;
-
-foreign_type! {
-    /// An `Error *` that QEMU created and we own until we hand it on.
-    pub unsafe type QemuError {
-        type CType = sys::Error;
-        fn drop = sys::error_free;
-    }
-}
-
-/// Any error a command reports.
-pub enum QmpError {
-    Monitor(MonitorError),
-    Qemu(QemuError),
-}
-
-impl From<MonitorError> for QmpError {
-    fn from(e: MonitorError) -> Self {
-        QmpError::Monitor(e)
-    }
-}
-
-/// Hands the outcome of a command to C: the value, or the error written
-/// to `errp` (which may be NULL, as QAPI allows).
-///
-/// # Safety
-/// `errp` is NULL or a valid `Error **` whose `*errp` is NULL.
-pub unsafe fn result_to_errp<T>(res: Result<T, QmpError>, errp: *mut *mut sys::Error) -> Option<T> {
-    match res {
-        Ok(v) => Some(v),
-        Err(QmpError::Qemu(err)) => {
-            // SAFETY: errp is NULL or valid per the contract; error_propagate
-            // takes ownership of the Error we release here.
-            unsafe { sys::error_propagate(errp, err.into_ptr()) };
-            None
-        }
-        Err(QmpError::Monitor(err)) => {
-            // Ids come from C strings, so a message has no NUL; be safe anyway.
-            let msg = CString::new(err.to_string().replace('\0', "")).unwrap_or_default();
-            // SAFETY: errp as above; qmh_error_set copies the message.
-            unsafe { sys::qmh_error_set(errp, msg.as_ptr()) };
-            None
-        }
-    }
-}
-
-/// Calls `f` with a fresh `Error *` slot and turns a set error into `Err`.
-pub fn with_local_err<T>(f: impl FnOnce(*mut *mut sys::Error) -> T) -> Result<T, QmpError> {
-    let mut err: *mut sys::Error = ptr::null_mut();
-    let v = f(&mut err);
-    match NonNull::new(err) {
-        None => Ok(v),
-        // SAFETY: f's C callee set err to an Error it allocated and gave us.
-        Some(e) => Err(QmpError::Qemu(unsafe { QemuError::from_ptr(e.as_ptr()) })),
-    }
-}
 
 /// The C string argument `p` of a QAPI command, which QAPI guarantees.
 ///

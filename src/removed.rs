@@ -16,10 +16,10 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::{self, NonNull};
 
 use crate::bindings as sys;
-use crate::errors::MonitorError;
 use crate::farewell;
 use crate::monitors::MonitorList;
-use crate::qemu::{run_in, with_local_err, MutexGuard, QmpError};
+use crate::qapi_error::{with_local_err, QmpError};
+use crate::qemu::{run_in, MutexGuard};
 use crate::removal::{Cause, Removal, Reply};
 
 /// A QMP monitor that step 1 took off `mon_list` and marked dead.  Only
@@ -278,7 +278,7 @@ fn remove_chardev(label: &CStr) {
         // SAFETY: main loop thread; label is a C string; errp a fresh slot.
         unsafe { sys::qmp_chardev_remove(label.as_ptr(), errp) }
     });
-    if let Err(QmpError::Qemu(err)) = res {
+    if let Some(err) = res.err().and_then(QmpError::into_qemu) {
         use foreign_types::ForeignType;
         // SAFETY: warn_report_err takes ownership of the error.
         unsafe { sys::warn_report_err(err.into_ptr()) };
@@ -286,7 +286,7 @@ fn remove_chardev(label: &CStr) {
 }
 
 /// monitor-remove: the five steps of SPEC.md, in order.
-pub fn remove(id: &CStr) -> Result<(), MonitorError> {
+pub fn remove(id: &CStr) -> Result<(), QmpError> {
     let mon = MonitorList::lock().unlink_id(id)?; // step 1
     let cause = if mon.is_current() { Cause::RemovedItself } else { Cause::RemovedByOther };
     let removal = Removal::plan(cause, mon.dispatcher_holds(), mon.deletes_on_close());

@@ -47,11 +47,6 @@ MonitorQMP *qmh_monitor_qmp(Monitor *mon)
     return container_of(mon, MonitorQMP, common);
 }
 
-void qmh_error_set(Error **errp, const char *msg)
-{
-    error_setg(errp, "%s", msg);
-}
-
 const char *qmh_chr_label(Chardev *chr)
 {
     return chr->label;

@@ -39,7 +39,6 @@ Monitor *qmh_mon_list_first(void);
 Monitor *qmh_mon_list_next(Monitor *mon);
 void qmh_mon_list_remove(Monitor *mon);
 MonitorQMP *qmh_monitor_qmp(Monitor *mon);
-void qmh_error_set(Error **errp, const char *msg);
 const char *qmh_chr_label(Chardev *chr);
 bool qmh_chr_has_frontend(Chardev *chr);
 int qmh_chr_socket_fd(Chardev *chr);
