@@ -69,3 +69,9 @@ pub fn note(text: String) {
 pub fn notes() -> Vec<String> {
     NOTES.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
 }
+
+/// Is this kind of failure named in QMH_TOLERATE (comma-separated kind
+/// names, e.g. "Garbled,MissingReply")?  Only where a run can go on.
+pub fn tolerated(kind: Kind) -> bool {
+    std::env::var("QMH_TOLERATE").is_ok_and(|v| v.split(',').any(|k| k.trim() == format!("{kind:?}")))
+}

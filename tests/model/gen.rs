@@ -245,7 +245,12 @@ impl Gen<'_> {
     }
 
     fn self_remove(&mut self) -> Option<Step> {
-        let client = self.pick_of(&self.command_mode(false))?;
+        // mostly with replies still unread (owed before the removal's own)
+        let unread = self.clients_where(|s, u| matches!(s, CState::Command { .. }) && u > 0);
+        let client = match self.pick_of(&unread) {
+            Some(c) if self.rng.chance(2, 3) => c,
+            _ => self.pick_of(&self.command_mode(false))?,
+        };
         Some(Step::SelfRemove { client, before: self.rng.range(0, 3) as u32, after: self.rng.range(0, 3) as u32 })
     }
 

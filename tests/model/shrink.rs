@@ -30,51 +30,58 @@ struct Tester {
     kind: Kind,
     workers: u8,
     threaded: bool,
+    /// Runs per candidate: a race may need a few to show again.
+    tries: usize,
     deadline: Instant,
     runs: usize,
     last: Option<Failure>,
 }
 
 impl Tester {
-    /// Does `plan` fail the same way?
+    /// Does `plan` fail the same way (in one of `tries` runs)?
     fn fails(&mut self, plan: &[Item]) -> bool {
-        if Instant::now() > self.deadline {
-            return false;
-        }
-        self.runs += 1;
-        match run(plan, self.workers, self.threaded) {
-            Err(f) if f.kind == self.kind => {
-                self.last = Some(f);
-                true
+        for _ in 0..self.tries {
+            if Instant::now() > self.deadline {
+                return false;
             }
-            _ => false,
+            self.runs += 1;
+            if let Err(f) = run(plan, self.workers, self.threaded) {
+                if f.kind == self.kind {
+                    self.last = Some(f);
+                    return true;
+                }
+            }
         }
+        false
     }
 }
 
 pub fn shrink(plan: &[Item], failure: &Failure, workers: u8, threaded: bool, budget: Duration) -> Shrunk {
-    let mut t =
-        Tester { kind: failure.kind, workers, threaded: false, deadline: Instant::now() + budget, runs: 0, last: None };
-    let mut cur: Vec<Item> = plan.to_vec();
-    if let Some(r) = failing_round(failure) {
-        let prefix: Vec<Item> = cur.iter().filter(|i| i.round <= r).cloned().collect();
-        if prefix.len() < cur.len() {
-            if t.fails(&prefix) {
-                cur = prefix;
-            } else if threaded {
-                t.threaded = true;
-                if t.fails(&prefix) {
-                    cur = prefix;
-                }
-            }
+    let mut t = Tester {
+        kind: failure.kind,
+        workers,
+        threaded: false,
+        tries: 3,
+        deadline: Instant::now() + budget,
+        runs: 0,
+        last: None,
+    };
+    // The steps after the failing round never ran.
+    let mut cur: Vec<Item> = match failing_round(failure) {
+        Some(r) => plan.iter().filter(|i| i.round <= r).cloned().collect(),
+        None => plan.to_vec(),
+    };
+    // Single-threaded if that reproduces it, else as it ran; a race may
+    // take a few runs: later candidates get twice as many as it took.
+    for mode in [false, true] {
+        if mode && !threaded {
+            break;
         }
-    }
-    if t.last.is_none() {
-        // does the whole plan fail single-threaded, or only threaded?
-        t.threaded = false;
-        if !t.fails(&cur) && threaded {
-            t.threaded = true;
-            t.fails(&cur);
+        t.threaded = mode;
+        let before = t.runs;
+        if t.fails(&cur) {
+            t.tries = ((t.runs - before) * 2).min(4);
+            break;
         }
     }
     if t.last.is_none() {
