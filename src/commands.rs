@@ -1,19 +1,23 @@
-//! The QMP command handlers that QAPI's generated marshallers call, and
-//! the dispatcher's release hook.  Each turns C arguments into Rust
-//! values, calls plain Rust, and writes the outcome back for C.
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! The functions QEMU's C code calls: the QMP command handlers that
+//! QAPI's generated marshallers call, and the hooks of the dispatcher,
+//! of a monitor's CHR_EVENT_CLOSED handler and of monitor_cleanup().
+//! Each turns C arguments into Rust values, calls plain Rust, and
+//! writes the outcome back for C.
 //!
-//! Thread: the main loop thread with the BQL, outside coroutine context,
-//! except `monitor_qmp_release_removed` (see there).
+//! Thread: the QMP handlers run in the main loop thread with the BQL,
+//! outside coroutine context (qmp_dispatch() runs a command that is not
+//! coroutine-safe in a bottom half), so they may wait for the monitor
+//! I/O thread; each hook says where it runs.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, CStr};
 use std::ptr::{self, NonNull};
 
 use foreign_types::ForeignType;
 
 use crate::bindings as sys;
 use crate::qapi_error::QmpError;
-use crate::qemu::arg;
-use crate::{info, monitors, removed};
+use crate::{monitors, query, removed};
 
 // A schema change that alters a handler's C type breaks the build here
 // instead of crashing QEMU at run time.
@@ -64,7 +68,7 @@ pub unsafe extern "C" fn qmp_monitor_remove(id: *const c_char, errp: *mut *mut s
 pub unsafe extern "C" fn qmp_query_monitors(_errp: *mut *mut sys::Error) -> *mut sys::MonitorInfoList {
     // There is always at least the monitor asking, but an empty list
     // (NULL) is valid QAPI too.
-    info::query().map_or(ptr::null_mut(), ForeignType::into_ptr)
+    query::query().map_or(ptr::null_mut(), ForeignType::into_ptr)
 }
 
 /// The QMP dispatcher calls this, in its coroutine, once it is done
@@ -96,4 +100,13 @@ pub unsafe extern "C" fn monitor_qmp_closed(mon: *mut sys::Monitor) {
 #[no_mangle]
 pub extern "C" fn monitor_qmp_cleanup_removed() {
     removed::release_all_after_reply();
+}
+
+/// The C string argument `p` of a QAPI command, which QAPI guarantees.
+///
+/// # Safety
+/// `p` is a valid NUL-terminated string that outlives `'a`.
+pub unsafe fn arg<'a>(p: *const c_char) -> &'a CStr {
+    // SAFETY: per the contract.
+    unsafe { CStr::from_ptr(p) }
 }

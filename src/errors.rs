@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The errors of the three commands.  QMP reports each as a plain
 //! GenericError whose text is the `Display` output below, so the text is
 //! the interface: the tests assert it word for word.

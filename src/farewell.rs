@@ -31,6 +31,8 @@ struct Farewell {
     fd: OwnedFd,
     owed: Vec<u8>,
     sent: usize,
+    /// The sending side is shut down: the client saw (or will see) EOF.
+    shut: bool,
     /// `g_get_monotonic_time()` at which the connection is cut off.
     deadline_us: i64,
 }
@@ -53,7 +55,7 @@ pub fn start(fd: OwnedFd, owed: Vec<u8>) {
     // SAFETY: g_get_monotonic_time has no preconditions.
     let now = unsafe { glib_sys::g_get_monotonic_time() };
     let timeout = i64::try_from(TIMEOUT.as_micros()).unwrap_or(i64::MAX);
-    let mut farewell = Farewell { fd, owed, sent: 0, deadline_us: now.saturating_add(timeout) };
+    let mut farewell = Farewell { fd, owed, sent: 0, shut: false, deadline_us: now.saturating_add(timeout) };
     match farewell.step() {
         Next::Done => {}
         next => farewell.wait_for(next),
@@ -71,13 +73,15 @@ impl Farewell {
         if self.sent < self.owed.len() {
             match self.send() {
                 Ok(()) if self.sent < self.owed.len() => return Next::Writable,
-                Ok(()) => {
-                    // Everything owed is sent: the client sees EOF after it.
-                    // SAFETY: fd is an open socket we own.
-                    unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
-                }
+                Ok(()) => {}
                 Err(()) => return Next::Done,
             }
+        }
+        if !self.shut {
+            // Everything owed is sent: the client sees EOF after it.
+            // SAFETY: fd is an open socket we own.
+            unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+            self.shut = true;
         }
         if client_closed {
             Next::Done

@@ -11,8 +11,9 @@ use std::ptr::NonNull;
 
 use crate::bindings as sys;
 use crate::errors::MonitorError;
+use crate::monitor::Monitor;
 use crate::qapi_error::{with_local_err, QmpError};
-use crate::qemu::ChardevRef;
+use crate::chardev::ChardevRef;
 use crate::removed::RemovedMonitor;
 
 /// Holds `monitor_lock`, which protects `mon_list` and the `id`,
@@ -32,17 +33,20 @@ impl MonitorList {
 
     /// The live monitors, in `mon_list` order (not creation order: the
     /// dispatcher moves a monitor to the end when it serves it).
-    pub fn iter(&self) -> impl Iterator<Item = MonitorRef<'_>> {
+    pub fn iter(&self) -> impl Iterator<Item = &Monitor> {
         // SAFETY: we hold monitor_lock.
         let first = unsafe { sys::qmh_mon_list_first() };
         std::iter::successors(NonNull::new(first), |m| {
             // SAFETY: m is on mon_list and we hold monitor_lock.
             NonNull::new(unsafe { sys::qmh_mon_list_next(m.as_ptr()) })
         })
-        .map(|ptr| MonitorRef { ptr, _list: PhantomData })
+        // SAFETY: a monitor on mon_list is published, and is destroyed
+        // only after it left the list, which needs monitor_lock: the
+        // borrow of self keeps it.
+        .map(|ptr| unsafe { Monitor::from_raw(ptr) })
     }
 
-    pub fn find(&self, id: &CStr) -> Option<MonitorRef<'_>> {
+    pub fn find(&self, id: &CStr) -> Option<&Monitor> {
         self.iter().find(|m| m.id() == id)
     }
 
@@ -59,8 +63,8 @@ impl MonitorList {
     /// Removal step 1: mark the QMP monitor dead and take it off
     /// `mon_list`.  From here on no event broadcast and no dispatcher
     /// pop reaches it, since both walk `mon_list` under this lock.
-    pub fn unlink(&self, mon: MonitorRef<'_>) -> RemovedMonitor {
-        let ptr = mon.ptr.as_ptr();
+    pub fn unlink(&self, mon: &Monitor) -> RemovedMonitor {
+        let ptr = mon.as_ptr();
         // SAFETY: ptr is on mon_list and we hold monitor_lock, which
         // protects both the list and the dead flag.
         unsafe {
@@ -69,7 +73,7 @@ impl MonitorList {
         }
         // SAFETY: a QMP monitor (callers check, or found it by the serial
         // of one), now off mon_list and dead; only this makes its owner.
-        unsafe { RemovedMonitor::from_raw(mon.ptr) }
+        unsafe { RemovedMonitor::from_raw(NonNull::from(mon).cast()) }
     }
 }
 
@@ -77,69 +81,6 @@ impl Drop for MonitorList {
     fn drop(&mut self) {
         // SAFETY: lock() took monitor_lock in this thread.
         unsafe { sys::qmh_monitor_unlock() };
-    }
-}
-
-/// A monitor on `mon_list`, valid while the list is locked.
-#[derive(Clone, Copy)]
-pub struct MonitorRef<'a> {
-    ptr: NonNull<sys::Monitor>,
-    _list: PhantomData<&'a MonitorList>,
-}
-
-impl<'a> MonitorRef<'a> {
-    fn raw(&self) -> *mut sys::Monitor {
-        self.ptr.as_ptr()
-    }
-
-    pub fn id(&self) -> &'a CStr {
-        // SAFETY: every monitor on mon_list has a non-NULL id, immutable
-        // while it is on the list, which the borrow of MonitorList keeps.
-        unsafe { CStr::from_ptr((*self.raw()).id) }
-    }
-
-    pub fn is_qmp(&self) -> bool {
-        // SAFETY: is_qmp is set at creation and never changes.
-        unsafe { (*self.raw()).is_qmp }
-    }
-
-    pub fn is_dynamic(&self) -> bool {
-        // SAFETY: set before the monitor was published; immutable.
-        unsafe { (*self.raw()).dynamic }
-    }
-
-    pub fn serial(&self) -> u64 {
-        // SAFETY: set before the monitor joined mon_list; immutable.
-        unsafe { (*self.raw()).serial }
-    }
-
-    /// The close action of a QMP monitor, None for HMP.
-    pub fn close_action(&self) -> Option<sys::MonitorQMPCloseAction> {
-        // SAFETY: set before the monitor was published; immutable.
-        self.is_qmp().then(|| unsafe { (*self.raw()).close_action })
-    }
-
-    pub fn mode(&self) -> sys::MonitorMode {
-        if self.is_qmp() {
-            sys::MonitorMode_MONITOR_MODE_CONTROL
-        } else {
-            sys::MonitorMode_MONITOR_MODE_READLINE
-        }
-    }
-
-    /// The label of the monitor's chardev ("" for an unnamed one, such
-    /// as the gdbstub's internal chardev).
-    pub fn chardev_label(&self) -> &'a CStr {
-        // SAFETY: a monitor on mon_list keeps its chardev attached; the
-        // chardev cannot be removed while it has a frontend.
-        let label = unsafe { sys::qmh_chr_label((*self.raw()).chr.chr) };
-        if label.is_null() {
-            c""
-        } else {
-            // SAFETY: a chardev's label is a C string that lives as long
-            // as the chardev.
-            unsafe { CStr::from_ptr(label) }
-        }
     }
 }
 

@@ -11,15 +11,16 @@
 //! runs them (see [`RemovedMonitor::in_home_context`]).
 
 use std::cell::RefCell;
-use std::ffi::{c_void, CStr, CString};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::ffi::{c_void, CStr};
+use std::os::fd::BorrowedFd;
 use std::ptr::{self, NonNull};
 
 use crate::bindings as sys;
 use crate::farewell;
 use crate::monitors::MonitorList;
 use crate::qapi_error::{with_local_err, QmpError};
-use crate::qemu::{run_in, MutexGuard};
+use crate::monitor::Monitor;
+use crate::threads::run_in;
 use crate::removal::{Cause, Removal, Reply};
 
 /// A QMP monitor that step 1 took off `mon_list` and marked dead.  Only
@@ -52,6 +53,15 @@ enum DetachTo {
     MainLoop,
 }
 
+impl std::ops::Deref for RemovedMonitor {
+    type Target = Monitor;
+
+    fn deref(&self) -> &Monitor {
+        // SAFETY: a removed monitor lives until destroy() consumes it.
+        unsafe { Monitor::from_raw(self.mon) }
+    }
+}
+
 impl RemovedMonitor {
     /// # Safety
     /// `mon` is a QMP monitor that the caller took off `mon_list` and
@@ -60,40 +70,16 @@ impl RemovedMonitor {
         RemovedMonitor { mon }
     }
 
-    fn raw(&self) -> *mut sys::Monitor {
-        self.mon.as_ptr()
-    }
-
-    fn serial(&self) -> u64 {
-        // SAFETY: set before the monitor joined mon_list; immutable.
-        unsafe { (*self.raw()).serial }
-    }
-
     /// Is the dispatcher running one of this monitor's requests?
     fn dispatcher_holds(&self) -> bool {
         // SAFETY: qmp_dispatcher_mon is used in the main loop thread only.
-        unsafe { sys::qmp_dispatcher_mon == self.raw() }
+        unsafe { sys::qmp_dispatcher_mon == self.as_ptr() }
     }
 
     /// Is this monitor running the command being executed?
     fn is_current(&self) -> bool {
         // SAFETY: monitor_cur only reads the current coroutine's monitor.
-        unsafe { sys::monitor_cur() == self.raw() }
-    }
-
-    fn deletes_on_close(&self) -> bool {
-        // SAFETY: set before the monitor was published; immutable.
-        unsafe { (*self.raw()).close_action == sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_DELETE }
-    }
-
-    fn uses_io_thread(&self) -> bool {
-        // SAFETY: set at creation and never changes.
-        unsafe { (*self.raw()).use_io_thread }
-    }
-
-    fn qmp(&self) -> *mut sys::MonitorQMP {
-        // SAFETY: removed monitors are QMP monitors.
-        unsafe { sys::qmh_monitor_qmp(self.raw()) }
+        unsafe { sys::monitor_cur() == self.as_ptr() }
     }
 
     /// Runs `f` in the thread that runs the chardev's handlers, so that
@@ -122,9 +108,8 @@ impl RemovedMonitor {
     /// Step 2: takes the output not written yet, and cancels the
     /// out_watch that was writing it.  Home context.
     fn take_output(&self) -> Vec<u8> {
-        let m = self.raw();
-        // SAFETY: mon_lock lives as long as the monitor; not held here.
-        let _guard = unsafe { MutexGuard::lock(&raw mut (*m).mon_lock) };
+        let m = self.as_ptr();
+        let _guard = self.lock();
         // SAFETY: outbuf is a GString protected by mon_lock, which we
         // hold; monitor_drop_output_locked wants the lock and the home
         // context, where we run.
@@ -139,8 +124,10 @@ impl RemovedMonitor {
     /// Ends the client's session: the reply in flight is dropped.
     /// Home context.
     fn end_session(&self) {
-        // SAFETY: a QMP monitor; the function takes mon_lock itself.
-        unsafe { sys::monitor_qmp_end_session(self.qmp()) };
+        if let Some(qmp) = self.qmp() {
+            // SAFETY: a QMP monitor, in its home context.
+            unsafe { sys::monitor_qmp_end_session(qmp) };
+        }
     }
 
     /// Step 3: detaches the chardev handlers.  Home context.
@@ -155,7 +142,7 @@ impl RemovedMonitor {
         // SAFETY: the frontend is initialised and we run in its thread.
         unsafe {
             sys::qemu_chr_fe_set_handlers(
-                &raw mut (*self.raw()).chr,
+                self.frontend(),
                 None,
                 None,
                 None,
@@ -171,8 +158,10 @@ impl RemovedMonitor {
     /// Home context: resuming schedules the accept-input bottom half
     /// there, where [`Self::cancel_bottom_halves`] can cancel it.
     fn drain_requests(&self) {
-        // SAFETY: a QMP monitor; the function takes qmp_queue_lock.
-        unsafe { sys::monitor_qmp_cleanup_queue_and_resume(self.qmp()) };
+        if let Some(qmp) = self.qmp() {
+            // SAFETY: a QMP monitor; the function takes qmp_queue_lock.
+            unsafe { sys::monitor_qmp_cleanup_queue_and_resume(qmp) };
+        }
     }
 
     /// Home context, after the output was taken and the last drain:
@@ -180,7 +169,7 @@ impl RemovedMonitor {
     /// bottom halves are cancelled in their own thread.
     fn cancel_bottom_halves(&self) {
         // SAFETY: we run in the bottom half's AioContext thread.
-        unsafe { sys::monitor_cancel_bottom_halves(self.raw()) };
+        unsafe { sys::monitor_cancel_bottom_halves(self.as_ptr()) };
     }
 
     /// Ends the client's connection: a plain socket's connection is
@@ -188,7 +177,7 @@ impl RemovedMonitor {
     /// is free at once; on other chardevs the output is dropped.
     fn hand_off_client(&self, owed: Vec<u8>) {
         // SAFETY: the frontend is attached, so its chardev is live.
-        let fd = unsafe { sys::qmh_chr_socket_fd((*self.raw()).chr.chr) };
+        let fd = unsafe { sys::qmh_chr_socket_fd(self.chardev()) };
         let conn = (fd >= 0)
             .then(|| {
                 // SAFETY: fd is the chardev's open socket, which stays open
@@ -198,15 +187,15 @@ impl RemovedMonitor {
             .flatten();
         // SAFETY: the handlers are on the main loop (step 3), so this
         // thread alone uses the chardev.
-        unsafe { sys::qemu_chr_fe_disconnect(&raw mut (*self.raw()).chr) };
+        unsafe { sys::qemu_chr_fe_disconnect(self.frontend()) };
         if let Some(conn) = conn {
-            farewell::start(OwnedFd::from(conn), owed);
+            farewell::start(conn, owed);
         }
     }
 
     /// Step 5: frees everything the monitor owns.
     fn destroy(self) {
-        let m = self.raw();
+        let m = self.as_ptr();
         // SAFETY: nothing else can reach the monitor (off mon_list, no
         // handlers, no out_watch, no bottom half, empty queue); a
         // MonitorQMP was g_new0'd with `common` first, so m is the
@@ -214,17 +203,6 @@ impl RemovedMonitor {
         unsafe {
             sys::monitor_data_destroy(m);
             glib_sys::g_free(m.cast());
-        }
-    }
-
-    fn chardev_label(&self) -> CString {
-        // SAFETY: the frontend is still attached, so its chardev is live.
-        let label = unsafe { sys::qmh_chr_label((*self.raw()).chr.chr) };
-        if label.is_null() {
-            CString::default()
-        } else {
-            // SAFETY: a chardev's label is a valid C string.
-            unsafe { CStr::from_ptr(label) }.to_owned()
         }
     }
 
@@ -263,7 +241,7 @@ impl RemovedMonitor {
             rest
         }));
         self.hand_off_client(owed);
-        let chardev = chardev_too.then(|| self.chardev_label());
+        let chardev = chardev_too.then(|| self.chardev_label().to_owned());
         self.destroy();
         if let Some(label) = chardev {
             remove_chardev(&label);
@@ -327,8 +305,9 @@ pub fn release_after_reply(mon: NonNull<sys::Monitor>) {
             r.mon.release(r.owed, r.chardev_too);
         }
     }
-    // SAFETY: serial is immutable once the monitor is on mon_list.
-    let serial = unsafe { (*mon.as_ptr()).serial };
+    // SAFETY: the dispatcher hands back a removed monitor, which lives
+    // until release_bh releases it.
+    let serial = unsafe { Monitor::from_raw(mon) }.serial();
     in_main_loop_bh(release_bh, serial_opaque(serial), c"monitor_qmp_release_removed");
 }
 
@@ -355,7 +334,7 @@ pub fn client_closed(mon: NonNull<sys::Monitor>) {
         let removal = Removal::plan(Cause::ClientLeft, mon.dispatcher_holds(), true);
         mon.finish(removal);
     }
-    // SAFETY: serial is immutable once the monitor is on mon_list.
-    let serial = unsafe { (*mon.as_ptr()).serial };
+    // SAFETY: the CHR_EVENT_CLOSED handler runs on a live monitor.
+    let serial = unsafe { Monitor::from_raw(mon) }.serial();
     in_main_loop_bh(closed_bh, serial_opaque(serial), c"monitor_qmp_closed");
 }

@@ -187,8 +187,10 @@ fn a_client_that_never_reads_is_cut_off_and_the_chardev_is_free_at_once() {
     assert!(t0.elapsed() < CUT_OFF, "cut off after {:?}", t0.elapsed());
     qemu.monitor_remove("again");
     next.expect_eof();
+    drop(next);
     qemu.mgr.ok("chardev-remove", json!({"id": "deaf-chr"}));
-    assert_eq!(qemu.fds(), fds_before);
+    // QEMU closes its end once the client closed its own.
+    wait_until("QEMU's fds to be back", || qemu.fds() == fds_before);
     assert!(qemu.quit().success());
 }
 
@@ -258,5 +260,21 @@ fn a_one_shot_session_whose_client_already_left_is_refused_or_removed() {
     }
     assert_eq!(qemu.ids(), ["compat_monitor0"]);
     wait_until("QEMU's fds to be back", || qemu.fds().len() == fds_before);
+    assert!(qemu.quit().success());
+}
+
+/// A client that is owed nothing sees the end of its connection at
+/// once, not after the bound for slow readers.
+#[test]
+fn an_idle_client_sees_the_end_at_once() {
+    let mut qemu = Qemu::start(&[]);
+    for round in 0..10 {
+        let mut client = qemu.dynamic_client("idle", &[]);
+        let t0 = Instant::now();
+        qemu.monitor_remove("idle");
+        client.expect_eof();
+        assert!(t0.elapsed() < Duration::from_secs(2), "round {round}: EOF after {:?}", t0.elapsed());
+        qemu.mgr.ok("chardev-remove", json!({"id": "idle-chr"}));
+    }
     assert!(qemu.quit().success());
 }

@@ -74,13 +74,14 @@ fn a_new_client_starts_in_negotiation_mode() {
 fn qmp_on_stdio_keeps_sending_events_after_stdin_ends() {
     let dir = temp_dir();
     let mgr_path = dir.join("mgr.sock");
-    let mut child = Command::new(bin_dir().join("qemu-system-x86_64"))
+    let mut child = KillOnDrop(Command::new(bin_dir().join("qemu-system-x86_64"))
         .args(["-M", "none", "-accel", "qtest", "-display", "none", "-qmp", "stdio", "-qmp"])
         .arg(format!("unix:{},server=on,wait=off", mgr_path.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("start QEMU");
+        .expect("start QEMU"));
+    let child = &mut child.0;
     let (tx, rx) = mpsc::channel::<Value>();
     let stdout = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
@@ -105,6 +106,18 @@ fn qmp_on_stdio_keeps_sending_events_after_stdin_ends() {
     assert_eq!(next()["event"], "STOP");
     mgr.send(&json!({"execute": "quit"}));
     assert_eq!(next()["event"], "SHUTDOWN");
-    assert!(wait_child(&mut child, Duration::from_secs(60), "QEMU").success());
+    assert!(wait_child(child, Duration::from_secs(60), "QEMU").success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Kills QEMU if the test fails before QEMU exited.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

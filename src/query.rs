@@ -1,13 +1,15 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The `MonitorInfoList` that query-monitors returns.  QAPI frees it
 //! with g_free, so every byte of it comes from g_malloc.
 
+use std::ffi::{c_char, CStr};
 use std::mem::size_of;
 
 use foreign_types::{foreign_type, ForeignType};
 
 use crate::bindings as sys;
-use crate::monitors::{MonitorList, MonitorRef};
-use crate::qemu::g_strdup;
+use crate::monitor::Monitor;
+use crate::monitors::MonitorList;
 
 foreign_type! {
     /// A non-empty list owned by us until `into_ptr` hands it to QAPI.
@@ -23,7 +25,7 @@ fn g_new0<T>() -> *mut T {
     unsafe { glib_sys::g_malloc0(size_of::<T>()).cast() }
 }
 
-fn info(m: &MonitorRef<'_>) -> *mut sys::MonitorInfo {
+fn info(m: &Monitor) -> *mut sys::MonitorInfo {
     let info = g_new0::<sys::MonitorInfo>();
     // SAFETY: info is a fresh, zeroed MonitorInfo we own.
     unsafe {
@@ -42,7 +44,7 @@ fn info(m: &MonitorRef<'_>) -> *mut sys::MonitorInfo {
 /// Every live monitor, in creation order.
 pub fn query() -> Option<InfoList> {
     let list = MonitorList::lock();
-    let mut mons: Vec<MonitorRef<'_>> = list.iter().collect();
+    let mut mons: Vec<&Monitor> = list.iter().collect();
     // Built by prepending, so walk newest first.
     mons.sort_unstable_by_key(|m| std::cmp::Reverse(m.serial()));
     mons.iter().fold(None, |tail: Option<InfoList>, m| {
@@ -54,4 +56,10 @@ pub fn query() -> Option<InfoList> {
             Some(InfoList::from_ptr(node))
         }
     })
+}
+
+/// `s` copied into g_malloc'd memory, for QAPI to g_free.
+fn g_strdup(s: &CStr) -> *mut c_char {
+    // SAFETY: s is a valid C string; g_strdup copies it.
+    unsafe { glib_sys::g_strdup(s.as_ptr()) }
 }
