@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Malformed and hostile monitor-add / monitor-remove / query-monitors
 //! requests from a seeded generator: every one must get an error with
 //! the right text, nothing may be created or removed, and QEMU must stay
@@ -311,7 +312,7 @@ impl Gen {
     }
 
     fn rng_action(&mut self) -> &'static str {
-        *self.rng.pick(&["none", "delete"])
+        self.rng.pick::<&str>(&["none", "delete"])
     }
 
     /// monitor-add with well-typed members that the crate refuses.
@@ -609,7 +610,7 @@ fn exchange(q: &mut Qmp, req: &Req, n: usize) {
 #[test]
 fn hostile_requests_get_errors_and_change_nothing() {
     let t0 = Instant::now();
-    let g_seed = seed("bad_input", 0xbad_1);
+    let g_seed = seed("bad_input", 0xbad1);
     let mut qemu = Qemu::start(&[
         "-chardev",
         "socket,id=h0,path=@DIR@/h0.sock,server=on,wait=off",
@@ -623,7 +624,7 @@ fn hostile_requests_get_errors_and_change_nothing() {
         "chardev=q1,mode=control,id=qmp1",
     ]);
     let wd = Watchdog::arm("bad_input", qemu.pid(), Duration::from_secs(600));
-    assert!(REQUESTS > WARMUP + 5000);
+    const { assert!(REQUESTS > WARMUP + 5000) };
     // The generated id of the -monitor: the id of its chardev.
     let ids = qemu.ids();
     assert_eq!(ids, ["compat_monitor0", "hmp0", "compat_monitor1", "qmp1"]);

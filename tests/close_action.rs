@@ -1,31 +1,13 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! close-action=delete: one-shot sessions that remove their monitor and
 //! chardev when the client disconnects, and the races around that.
 
 mod common;
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::OwnedFd;
 
-use common::{owned, Qemu, Qmp};
+use common::{wait_until, Qemu, Qmp};
 use serde_json::json;
-
-
-/// Polls until `cond` holds; generous, since CI machines can be slow.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn chardevs(qemu: &mut Qemu) -> Vec<String> {
-    let list = qemu.mgr.ok("query-chardev", json!({}));
-    let mut v: Vec<String> =
-        list.as_array().expect("list").iter().map(|c| c["label"].as_str().expect("label").to_owned()).collect();
-    v.sort();
-    v
-}
 
 fn add_one_shot(qemu: &mut Qemu, id: &str, chardev: &str) {
     qemu.mgr.ok("monitor-add", json!({"id": id, "chardev": chardev, "close-action": "delete"}));
@@ -34,7 +16,7 @@ fn add_one_shot(qemu: &mut Qemu, id: &str, chardev: &str) {
 #[test]
 fn disconnect_removes_monitor_and_chardev() {
     let mut qemu = Qemu::start(&[]);
-    let chardevs_before = chardevs(&mut qemu);
+    let chardevs_before = qemu.chardev_labels();
     qemu.add_socket_chardev("c1");
     add_one_shot(&mut qemu, "m1", "c1");
     let list = qemu.mgr.ok("query-monitors", json!({}));
@@ -44,7 +26,7 @@ fn disconnect_removes_monitor_and_chardev() {
     client.handshake(&[]);
     drop(client);
     wait_until("m1 to go", || qemu.ids() == ["compat_monitor0"]);
-    wait_until("c1 to go", || chardevs(&mut qemu) == chardevs_before);
+    wait_until("c1 to go", || qemu.chardev_labels() == chardevs_before);
     qemu.mgr.err("monitor-remove", json!({"id": "m1"}), "No monitor with id 'm1'");
     assert!(qemu.quit().success());
 }
@@ -60,7 +42,7 @@ fn removal_by_manager_keeps_the_chardev() {
     client.expect_eof();
     // Give a (wrongly delivered) close event time to act, then check.
     qemu.mgr.ok("query-name", json!({}));
-    assert!(chardevs(&mut qemu).contains(&"c1".to_owned()));
+    assert!(qemu.chardev_labels().contains(&"c1".to_owned()));
     qemu.mgr.ok("chardev-remove", json!({"id": "c1"}));
     assert!(qemu.quit().success());
 }
@@ -68,14 +50,14 @@ fn removal_by_manager_keeps_the_chardev() {
 #[test]
 fn self_removal_of_a_one_shot_session_takes_the_chardev() {
     let mut qemu = Qemu::start(&[]);
-    let before = chardevs(&mut qemu);
+    let before = qemu.chardev_labels();
     qemu.add_socket_chardev("c1");
     add_one_shot(&mut qemu, "m1", "c1");
     let mut client = Qmp::connect(&qemu.sock("c1"));
     client.handshake(&[]);
     assert_eq!(client.ok("monitor-remove", json!({"id": "m1"})), json!({}));
     client.expect_eof();
-    wait_until("c1 to go", || chardevs(&mut qemu) == before);
+    wait_until("c1 to go", || qemu.chardev_labels() == before);
     assert_eq!(qemu.ids(), ["compat_monitor0"]);
     assert!(qemu.quit().success());
 }
@@ -83,17 +65,7 @@ fn self_removal_of_a_one_shot_session_takes_the_chardev() {
 /// A socketpair end passed with getfd, a socket chardev on it, a
 /// one-shot monitor: the systemd-vmspawn flow.  Returns our end.
 fn vmspawn_session(qemu: &mut Qemu, name: &str) -> OwnedFd {
-    let mut sv = [0; 2];
-    // SAFETY: socketpair fills the array with two fresh fds.
-    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
-    let (ours, theirs) = (owned(sv[0]), owned(sv[1]));
-    qemu.mgr.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": name}}), theirs.as_raw_fd());
-    assert_eq!(qemu.mgr.recv_reply_awaiting("the reply to getfd").expect("getfd"), json!({"return": {}}));
-    qemu.mgr.ok(
-        "chardev-add",
-        json!({"id": name, "backend": {"type": "socket", "data": {
-            "addr": {"type": "fd", "data": {"str": name}}, "server": false}}}),
-    );
+    let ours = qemu.add_socketpair_chardev(name);
     add_one_shot(qemu, name, name);
     ours
 }
@@ -102,7 +74,7 @@ fn vmspawn_session(qemu: &mut Qemu, name: &str) -> OwnedFd {
 fn vmspawn_one_shot_sessions_leave_nothing_behind() {
     let mut qemu = Qemu::start(&[]);
     let fds_before = qemu.fds().len();
-    let chardevs_before = chardevs(&mut qemu);
+    let chardevs_before = qemu.chardev_labels();
     for round in 0..200 {
         let name = format!("vmspawn{round}");
         let mut client = Qmp::from_fd(vmspawn_session(&mut qemu, &name));
@@ -116,7 +88,7 @@ fn vmspawn_one_shot_sessions_leave_nothing_behind() {
         drop(client);
     }
     wait_until("all sessions to go", || qemu.ids() == ["compat_monitor0"]);
-    wait_until("all chardevs to go", || chardevs(&mut qemu) == chardevs_before);
+    wait_until("all chardevs to go", || qemu.chardev_labels() == chardevs_before);
     wait_until("fds back to the start", || qemu.fds().len() == fds_before);
     assert!(qemu.quit().success());
 }
@@ -135,7 +107,7 @@ fn close_racing_an_explicit_removal_removes_once() {
             qemu.mgr.ok("chardev-remove", json!({"id": name}));
         } else {
             assert_eq!(rsp["error"]["desc"], format!("No monitor with id '{name}'"), "{rsp}");
-            wait_until("the one-shot chardev to go", || !chardevs(&mut qemu).contains(&name));
+            wait_until("the one-shot chardev to go", || !qemu.chardev_labels().contains(&name));
         }
     }
     assert_eq!(qemu.ids(), ["compat_monitor0"]);

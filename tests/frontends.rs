@@ -6,24 +6,8 @@
 
 mod common;
 
-use std::os::fd::{AsRawFd, OwnedFd};
-
-use common::{owned, Qemu, Qmp};
+use common::{open_pty, Qemu, Qmp};
 use serde_json::json;
-
-/// Opens the slave of a pty chardev in raw mode.
-fn open_pty(path: &str) -> OwnedFd {
-    let c = std::ffi::CString::new(path).expect("path");
-    // SAFETY: plain libc calls on a fresh fd.
-    unsafe {
-        let fd = owned(libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY));
-        let mut t: libc::termios = std::mem::zeroed();
-        assert_eq!(libc::tcgetattr(fd.as_raw_fd(), &mut t), 0);
-        libc::cfmakeraw(&mut t);
-        assert_eq!(libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &t), 0);
-        fd
-    }
-}
 
 fn add_pty(qemu: &mut Qemu, id: &str) -> String {
     let ret = qemu.mgr.ok("chardev-add", json!({"id": id, "backend": {"type": "pty", "data": {}}}));

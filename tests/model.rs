@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! A seeded, model-based random tester of monitor-add, monitor-remove
 //! and query-monitors (close-action included), over real sockets.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! End-to-end tests of monitor-add, monitor-remove and query-monitors
 //! against the patched QEMU in build/bin, over real sockets and ptys:
 //! what the C qtest reaches poorly (threads, OOB, events, fd passing,
@@ -5,9 +6,9 @@
 
 mod common;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-use common::{owned, Qemu, Qmp};
+use common::{open_pty, owned, Qemu, Qmp};
 use serde_json::json;
 
 #[test]
@@ -27,20 +28,6 @@ fn socket_monitor_runs_in_io_thread_with_oob() {
     qemu.monitor_remove("m1");
     client.expect_eof();
     assert!(qemu.quit().success());
-}
-
-/// Opens the pty of a pty chardev in raw mode.
-fn open_pty(path: &str) -> OwnedFd {
-    let c = std::ffi::CString::new(path).expect("path");
-    // SAFETY: plain libc calls on a fresh fd.
-    unsafe {
-        let fd = owned(libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY));
-        let mut t: libc::termios = std::mem::zeroed();
-        assert_eq!(libc::tcgetattr(fd.as_raw_fd(), &mut t), 0);
-        libc::cfmakeraw(&mut t);
-        assert_eq!(libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &t), 0);
-        fd
-    }
 }
 
 #[test]
@@ -146,18 +133,7 @@ fn getfd_fds_are_closed_with_their_monitor() {
 #[test]
 fn vmspawn_flow_over_socketpair() {
     let mut qemu = Qemu::start(&[]);
-    let mut sv = [0; 2];
-    // SAFETY: socketpair fills the array with two fresh fds.
-    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
-    let (ours, theirs) = (owned(sv[0]), owned(sv[1]));
-    qemu.mgr.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": "vmspawn0"}}), theirs.as_raw_fd());
-    assert_eq!(qemu.mgr.recv_reply_awaiting("the reply to getfd").expect("getfd"), json!({"return": {}}));
-    drop(theirs);
-    qemu.mgr.ok(
-        "chardev-add",
-        json!({"id": "vmspawn0", "backend": {"type": "socket", "data": {
-            "addr": {"type": "fd", "data": {"str": "vmspawn0"}}, "server": false}}}),
-    );
+    let ours = qemu.add_socketpair_chardev("vmspawn0");
     qemu.monitor_add("vmspawn0", "vmspawn0");
     let mut client = Qmp::from_fd(ours);
     assert_eq!(client.handshake(&[]), ["oob"]);

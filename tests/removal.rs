@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{owned, wait_until, Qemu, Qmp};
+use common::{wait_until, Qemu, Qmp};
 use serde_json::{json, Value};
 
 /// What a removed monitor's connection may take to end: farewell's
@@ -194,22 +193,6 @@ fn a_client_that_never_reads_is_cut_off_and_the_chardev_is_free_at_once() {
     assert!(qemu.quit().success());
 }
 
-/// A socketpair end passed with getfd and a socket chardev on it.
-fn socketpair_chardev(qemu: &mut Qemu, name: &str) -> OwnedFd {
-    let mut sv = [0; 2];
-    // SAFETY: socketpair fills the array with two fresh fds.
-    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
-    let (ours, theirs) = (owned(sv[0]), owned(sv[1]));
-    qemu.mgr.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": name}}), theirs.as_raw_fd());
-    assert_eq!(qemu.mgr.recv_reply().expect("getfd"), json!({"return": {}}));
-    qemu.mgr.ok(
-        "chardev-add",
-        json!({"id": name, "backend": {"type": "socket", "data": {
-            "addr": {"type": "fd", "data": {"str": name}}, "server": false}}}),
-    );
-    ours
-}
-
 fn chardev_filename(qemu: &mut Qemu, label: &str) -> Option<String> {
     let list = qemu.mgr.ok("query-chardev", json!({}));
     list.as_array()?.iter().find(|c| c["label"] == label).map(|c| c["filename"].as_str().unwrap_or("").to_owned())
@@ -224,7 +207,7 @@ fn a_one_shot_session_whose_client_already_left_is_refused_or_removed() {
     let mut qemu = Qemu::start(&[]);
     let fds_before = qemu.fds().len();
     // The chardev has seen its client leave: refused, with a clear error.
-    drop(socketpair_chardev(&mut qemu, "gone"));
+    drop(qemu.add_socketpair_chardev("gone"));
     wait_until("the chardev to notice", || {
         chardev_filename(&mut qemu, "gone").is_some_and(|f| f.starts_with("disconnected"))
     });
@@ -237,7 +220,7 @@ fn a_one_shot_session_whose_client_already_left_is_refused_or_removed() {
     // The client leaves around monitor-add, at varying moments.
     for round in 0..40 {
         let name = format!("race{round}");
-        let ours = socketpair_chardev(&mut qemu, &name);
+        let ours = qemu.add_socketpair_chardev(&name);
         if round % 2 == 0 {
             drop(ours);
             std::thread::sleep(Duration::from_micros(((round * 131) % 500) as u64));

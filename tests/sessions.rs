@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{bin_dir, temp_dir, wait_child, Qemu, Qmp};
+use common::{bin_dir, temp_dir, wait_child, KillOnDrop, Qemu, Qmp};
 use serde_json::{json, Value};
 
 /// Item 7: a client sends slow requests and leaves without reading; the
@@ -108,16 +108,4 @@ fn qmp_on_stdio_keeps_sending_events_after_stdin_ends() {
     assert_eq!(next()["event"], "SHUTDOWN");
     assert!(wait_child(child, Duration::from_secs(60), "QEMU").success());
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Kills QEMU if the test fails before QEMU exited.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Reliability tests: the races of monitor removal (SPEC.md, "Ordering
 //! rules of removal"), driven many times over real sockets.
 //!
@@ -191,7 +192,7 @@ fn check_flood_replies(what: &str, replies: &[Value], kinds: &[bool]) {
         assert!(n < kinds.len(), "{what}: reply to a command never sent: {r}");
         assert!(seen.insert(n), "{what}: two replies to command {n}");
         if !kinds[n] {
-            assert!(last_inband.map_or(true, |l| l < n), "{what}: in-band reply {n} after {last_inband:?}");
+            assert!(last_inband.is_none_or(|l| l < n), "{what}: in-band reply {n} after {last_inband:?}");
             last_inband = Some(n);
         }
     }
@@ -374,7 +375,7 @@ fn self_removal_under_flood() {
                     assert!(n < pre || kinds[n], "{ctx}: in-band command {n} after the removal ran: {m}");
                     assert!(answered.insert(n), "{ctx}: two replies to {n}");
                     if !kinds[n] {
-                        assert!(last_inband.map_or(true, |l| l < n), "{ctx}: reply {n} after {last_inband:?}");
+                        assert!(last_inband.is_none_or(|l| l < n), "{ctx}: reply {n} after {last_inband:?}");
                         last_inband = Some(n);
                     }
                 }

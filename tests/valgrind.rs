@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The churn scenario under valgrind memcheck: no memory error, and no
 //! byte definitely or indirectly lost, with only QEMU's known one-off
 //! start-up allocations suppressed (tests/valgrind/qemu.supp says why
@@ -6,10 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{temp_dir, wait_timeout, Qmp};
+use common::{socket_chardev, temp_dir, wait_timeout, wait_until, KillOnDrop, Qmp};
 use serde_json::json;
 
 const CYCLES: usize = 400;
@@ -23,18 +24,6 @@ fn connect(path: &Path) -> Qmp {
     let mut q = Qmp::connect(path);
     q.set_timeout(IO_TIMEOUT);
     q
-}
-
-/// Kills QEMU if the test fails before it has waited for its exit.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// "definitely lost: 1,234 bytes in 5 blocks" -> 1234
@@ -79,11 +68,13 @@ fn churn_leaks_nothing() {
         let rsp = mgr.recv_reply().expect("reply to a duplicate key");
         assert_eq!(rsp["error"]["desc"], "JSON parse error, duplicate key", "{rsp}");
         let (id, path) = (format!("m{i}"), dir.join(format!("c{i}.sock")));
-        let socket = json!({"type": "socket", "data": {
-            "addr": {"type": "unix", "data": {"path": path}}, "server": true, "wait": false}});
-        let ringbuf = json!({"type": "ringbuf", "data": {"size": 1024}});
         let main_loop = i % 4 == 3;
-        mgr.ok("chardev-add", json!({"id": id, "backend": if main_loop { ringbuf } else { socket }}));
+        let chardev = if main_loop {
+            json!({"id": id, "backend": {"type": "ringbuf", "data": {"size": 1024}}})
+        } else {
+            socket_chardev(&id, &path)
+        };
+        mgr.ok("chardev-add", chardev);
         let close_action = if i % 4 == 2 { "delete" } else { "none" };
         mgr.ok("monitor-add", json!({"id": id, "chardev": id, "close-action": close_action}));
         if main_loop {
@@ -118,20 +109,16 @@ fn churn_leaks_nothing() {
                 // one-shot session: the client leaves mid-command
                 client.send(&json!({"execute": "query-status"}));
                 drop(client);
-                let deadline = std::time::Instant::now() + Duration::from_secs(120);
-                while mgr.ok("query-monitors", json!({})).as_array().expect("list").len() > 1 {
-                    assert!(std::time::Instant::now() < deadline, "one-shot monitor {id} stayed");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                wait_until(&format!("one-shot monitor {id} to go"), || {
+                    mgr.ok("query-monitors", json!({})).as_array().expect("list").len() <= 1
+                });
             }
         }
     }
     // Leave some dynamic monitors attached for the exit path.
     for i in 0..3 {
         let id = format!("exit{i}");
-        mgr.ok("chardev-add", json!({"id": id, "backend": {"type": "socket", "data": {
-            "addr": {"type": "unix", "data": {"path": dir.join(format!("{id}.sock"))}},
-            "server": true, "wait": false}}}));
+        mgr.ok("chardev-add", socket_chardev(&id, &dir.join(format!("{id}.sock"))));
         mgr.ok("monitor-add", json!({"id": id, "chardev": id}));
     }
     // Quit while removals are under way: a self-removal whose client
@@ -141,8 +128,7 @@ fn churn_leaks_nothing() {
     for (i, close_action) in ["none", "delete"].into_iter().enumerate() {
         let id = format!("late{i}");
         let path = dir.join(format!("{id}.sock"));
-        mgr.ok("chardev-add", json!({"id": id, "backend": {"type": "socket", "data": {
-            "addr": {"type": "unix", "data": {"path": path}}, "server": true, "wait": false}}}));
+        mgr.ok("chardev-add", socket_chardev(&id, &path));
         mgr.ok("monitor-add", json!({"id": id, "chardev": id, "close-action": close_action}));
         let mut client = connect(&path);
         client.handshake(&[]);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! examples/vmspawn_manager.rs, run for real: a shell client speaks QMP
 //! on the socketpair end the manager gives it; afterwards the monitor
 //! and the chardev are gone.

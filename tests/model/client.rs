@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! A client of a monitor as the tester sees it: its connection, the
 //! replies it is owed, and the checks on everything it reads (greeting
 //! first, replies only to its own requests and in order, events only in

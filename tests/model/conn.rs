@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! A QMP connection for the model tester: every read has a deadline,
 //! output is split into JSON messages by their braces (so `pretty`
 //! monitors work too), and anything that is not a whole message on a

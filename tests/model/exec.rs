@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Runs the steps of one lane against QEMU: each step's replies are
 //! checked against what the model expects, and the model follows what
 //! happened.  A lane only touches its own objects, so lanes can run in
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::common::{fd_chardev, socket_chardev};
 use super::client::{Client, Reply, ALREADY_NEGOTIATED, NEGOTIATE_FIRST};
 use super::conn::Conn;
 use super::failure::{Failure, Kind, Res};
@@ -155,8 +157,7 @@ impl LaneExec {
         match step {
             Step::ChardevAdd { chr } => {
                 let exp = self.model.expect_chardev_add(shared, chr);
-                let args = json!({"id": chr, "backend": {"type": "socket", "data": {
-                    "addr": {"type": "unix", "data": {"path": self.sock(chr)}}, "server": true, "wait": false}}});
+                let args = socket_chardev(chr, &self.sock(chr));
                 if self.ctl_expect("chardev-add", args, &exp)?.is_ok() {
                     self.model.add_chardev(chr, ChrKind::Unix);
                 }
@@ -403,9 +404,7 @@ impl LaneExec {
         if rsp.get("return") != Some(&json!({})) {
             return Err(wrong(format!("getfd {name} on the control monitor: {rsp}")));
         }
-        let args = json!({"id": name, "backend": {"type": "socket", "data": {
-            "addr": {"type": "fd", "data": {"str": name}}, "server": false}}});
-        self.ctl_ok("chardev-add", args)?;
+        self.ctl_ok("chardev-add", fd_chardev(name, name))?;
         self.model.add_chardev(name, ChrKind::Fd);
         self.ctl_ok("monitor-add", json!({"id": name, "chardev": name, "close-action": "delete"}))?;
         self.model.add_monitor(round, name, name, Close::Delete);

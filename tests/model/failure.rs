@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! What a run can find wrong.  The kind is what shrinking keeps: a
 //! smaller step list reproduces a failure if it fails the same way.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The random plan: a pure function of the seed.  It walks its own copy
 //! of the model with the nominal outcome of every step, so the same
 //! seed always gives the same plan, whatever races decide at run time.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The steps and the plan: a list of steps, each tagged with its round
 //! and lane.  The lanes of a round run at the same time (one thread
 //! each), then a sync point checks QEMU against the model.  A plan is a

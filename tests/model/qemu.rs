@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The QEMU under test: its command line (a manager -qmp, one -mon
 //! control monitor per worker lane, an HMP monitor and a removable -mon
 //! QMP monitor), the monitors that gives, and what /proc says about it.
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{bin_dir, temp_dir};
+use super::common::{bin_dir, kill_if_running, temp_dir};
 use super::conn::Conn;
 use super::failure::{Failure, Kind, Res};
 use super::state::{Close, Lane, Mon, Shared};
@@ -156,10 +157,7 @@ impl Qemu {
 
 impl Drop for Qemu {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

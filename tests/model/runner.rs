@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! One run of a plan on a fresh QEMU: the lanes of each round run (in
 //! threads, or one after the other for a single-threaded replay), then a
 //! sync point compares query-monitors, query-chardev and the getfd fds

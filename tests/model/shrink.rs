@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Shrinking a failing plan, within a time budget: first the steps
 //! after the failing round go, then delta debugging (ddmin) removes
 //! chunks of steps while the run still fails the same way (same kind).

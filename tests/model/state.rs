@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The model: what QEMU should hold after each step.  Each lane (the
 //! manager thread or a worker thread) owns its chardevs, monitors,
 //! clients and getfd fds, named with the lane's prefix, so that lanes

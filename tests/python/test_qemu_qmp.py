@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Clients nobody here wrote: the official qemu.qmp package (PyPI) on
 monitors made by monitor-add, against the patched QEMU in build/bin."""
 

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! The QEMU process harness: a patched QEMU from build/bin with a
+//! manager QMP monitor, and the chardev-add arguments the tests use.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::fd::socketpair;
+use super::qmp::Qmp;
+use super::wait::wait_timeout;
+
+/// Directory of the patched binaries (the Makefile passes QEMU_BIN_DIR).
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("QEMU_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("build/bin"))
+}
+
+/// A patched QEMU with a manager monitor ("-qmp", id compat_monitor0).
+pub struct Qemu {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub mgr: Qmp,
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub fn temp_dir() -> PathBuf {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("qmh-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+impl Qemu {
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_binary("qemu-system-x86_64", &["-M", "none", "-accel", "qtest", "-display", "none"], "-qmp", extra)
+    }
+
+    pub fn start_storage_daemon(extra: &[&str]) -> Self {
+        let dir = temp_dir();
+        let sock = dir.join("mgr.sock");
+        let chardev = format!("socket,id=mgr,path={},server=on,wait=off", sock.display());
+        let mut args = vec!["--chardev".to_owned(), chardev, "--monitor".into(), "chardev=mgr".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn("qemu-storage-daemon", &args, dir, &sock)
+    }
+
+    fn start_binary(bin: &str, base: &[&str], qmp_opt: &str, extra: &[&str]) -> Self {
+        let dir = temp_dir();
+        let sock = dir.join("mgr.sock");
+        let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        args.push(qmp_opt.into());
+        args.push(format!("unix:{},server=on,wait=off", sock.display()));
+        args.extend(extra.iter().map(|s| s.replace("@DIR@", &dir.display().to_string())));
+        Self::spawn(bin, &args, dir, &sock)
+    }
+
+    fn spawn(bin: &str, args: &[String], dir: PathBuf, sock: &Path) -> Self {
+        let mut child = Command::new(bin_dir().join(bin))
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        // A QEMU that never answers is killed, not left behind.
+        let mgr = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut mgr = Qmp::connect(sock);
+            mgr.handshake(&[]);
+            mgr
+        }));
+        match mgr {
+            Ok(mgr) => Qemu { child, dir, mgr },
+            Err(panic) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn sock(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.sock"))
+    }
+
+    /// chardev-add of a listening Unix socket `dir/ID.sock`.
+    pub fn add_socket_chardev(&mut self, id: &str) {
+        let path = self.sock(id);
+        self.mgr.ok("chardev-add", socket_chardev(id, &path));
+    }
+
+    /// The systemd-vmspawn way to a chardev: one end of a socketpair
+    /// passed with getfd as `name`, and a socket chardev `name` on it.
+    /// Returns the other end, the client's.
+    pub fn add_socketpair_chardev(&mut self, name: &str) -> OwnedFd {
+        let (ours, theirs) = socketpair();
+        self.mgr.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": name}}), theirs.as_raw_fd());
+        assert_eq!(self.mgr.recv_reply_awaiting("the reply to getfd").expect("getfd"), json!({"return": {}}));
+        drop(theirs);
+        self.mgr.ok("chardev-add", fd_chardev(name, name));
+        ours
+    }
+
+    pub fn monitor_add(&mut self, id: &str, chardev: &str) {
+        self.mgr.ok("monitor-add", json!({"id": id, "chardev": chardev}));
+    }
+
+    pub fn monitor_remove(&mut self, id: &str) {
+        self.mgr.ok("monitor-remove", json!({"id": id}));
+    }
+
+    /// Socket chardev + monitor + connected client in command mode.
+    pub fn dynamic_client(&mut self, id: &str, caps: &[&str]) -> Qmp {
+        let chardev = format!("{id}-chr");
+        self.add_socket_chardev(&chardev);
+        self.monitor_add(id, &chardev);
+        let mut client = Qmp::connect(&self.sock(&chardev));
+        client.handshake(caps);
+        client
+    }
+
+    /// query-monitors as (id, mode, chardev, dynamic) tuples.
+    pub fn monitors(&mut self) -> Vec<(String, String, String, bool)> {
+        self.mgr
+            .ok("query-monitors", json!({}))
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m[k].as_str().unwrap_or_else(|| panic!("{k} in {m}")).to_owned();
+                (s("id"), s("mode"), s("chardev"), m["dynamic"].as_bool().expect("dynamic"))
+            })
+            .collect()
+    }
+
+    pub fn ids(&mut self) -> Vec<String> {
+        self.monitors().into_iter().map(|m| m.0).collect()
+    }
+
+    /// Labels of all chardevs, sorted.
+    pub fn chardev_labels(&mut self) -> Vec<String> {
+        let list = self.mgr.ok("query-chardev", json!({}));
+        let mut v: Vec<String> =
+            list.as_array().expect("list").iter().map(|c| c["label"].as_str().expect("label").to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// QEMU's open fds, as link targets (e.g. "pipe:[123]").
+    pub fn fds(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("/proc/PID/fd")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sends quit and waits for QEMU to exit.
+    pub fn quit(mut self) -> ExitStatus {
+        self.mgr.send(&json!({"execute": "quit"}));
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        status
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.child);
+    }
+}
+
+/// Kills and reaps `child` unless it has exited already.
+pub fn kill_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A process that is killed if the test fails before waiting for its
+/// exit (a QEMU started by hand, not through `Qemu`).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.0);
+    }
+}
+
+/// chardev-add arguments of a listening Unix socket chardev.
+pub fn socket_chardev(id: &str, path: &Path) -> Value {
+    json!({"id": id, "backend": {"type": "socket", "data": {
+        "addr": {"type": "unix", "data": {"path": path}},
+        "server": true, "wait": false}}})
+}
+
+/// chardev-add arguments of a socket chardev (a client) on the fd that
+/// getfd stored as `fdname`.
+pub fn fd_chardev(id: &str, fdname: &str) -> Value {
+    json!({"id": id, "backend": {"type": "socket", "data": {
+        "addr": {"type": "fd", "data": {"str": fdname}}, "server": false}}})
+}

@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! Health snapshots of a QEMU (fds, RSS, monitors, chardevs) and the
+//! check that a scenario left it as it found it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::qemu::Qemu;
+
+/// What must be the same after a scenario as before it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub fds: Vec<String>,
+    pub rss_kb: u64,
+    pub monitors: Value,
+    pub chardevs: Vec<String>,
+}
+
+impl Qemu {
+    /// VmRSS of QEMU, in kB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Is this QEMU built with AddressSanitizer?  Its quarantine keeps
+    /// freed memory resident on purpose, so RSS says nothing there.
+    pub fn has_asan(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/maps", self.pid())).is_ok_and(|m| m.contains("libasan"))
+    }
+
+    /// QEMU has not exited and answers on the manager monitor.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("wait") {
+            panic!("QEMU exited: {status}");
+        }
+        assert_eq!(self.mgr.ok("query-name", json!({})), json!({}));
+    }
+
+    pub fn snapshot(&mut self) -> Snapshot {
+        let monitors = self.mgr.ok("query-monitors", json!({}));
+        let chardevs = self.chardev_labels();
+        Snapshot { fds: self.fds(), rss_kb: self.rss_kb(), monitors, chardevs }
+    }
+
+    /// Checks the state against `before`: alive, same monitors and
+    /// chardevs, exactly the same number of fds (waited for: a client's
+    /// close can still be on its way through the I/O thread), and RSS
+    /// grown by at most `rss_slack_kb` (skipped under ASan).
+    pub fn check_against(&mut self, before: &Snapshot, rss_slack_kb: u64, what: &str) {
+        self.assert_alive();
+        assert_eq!(self.mgr.ok("query-monitors", json!({})), before.monitors, "{what}: monitors changed");
+        assert_eq!(self.chardev_labels(), before.chardevs, "{what}: chardevs changed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let fds = self.fds();
+            if fds.len() == before.fds.len() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let gone: Vec<_> = before.fds.iter().filter(|f| !fds.contains(f)).collect();
+                let new: Vec<_> = fds.iter().filter(|f| !before.fds.contains(f)).collect();
+                panic!("{what}: {} fds before, {} after; gone {gone:?}, new {new:?}", before.fds.len(), fds.len());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let rss = self.rss_kb();
+        eprintln!(
+            "{what}: RSS {} kB before, {rss} kB after ({:+} kB)",
+            before.rss_kb,
+            rss as i64 - before.rss_kb as i64
+        );
+        if self.has_asan() {
+            eprintln!("{what}: ASan build, RSS not checked");
+        } else {
+            assert!(
+                rss <= before.rss_kb + rss_slack_kb,
+                "{what}: RSS grew from {} kB to {rss} kB, more than {rss_slack_kb} kB",
+                before.rss_kb
+            );
+        }
+    }
+}
