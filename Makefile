@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # qemu-monitor-hotplug: `make` builds the patched QEMU and runs the demo,
 # `make check` runs every test.  Everything built lands under build/.
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Generates Rust bindings for the QEMU API the crate uses and compiles
 //! the C shim, both with the flags QEMU's own build uses for
 //! monitor/qmp.c.  QEMU's meson passes its directories through

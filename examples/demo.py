@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Live demo: a manager adds a QMP monitor at run time, a client talks
 on it, the manager removes it.  Prints every message exchanged.
 

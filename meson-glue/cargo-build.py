@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Run cargo for QEMU's meson build and report what ninja must watch.
 
 Meson passes its source and build directories; build.rs needs both to

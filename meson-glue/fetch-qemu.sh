@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # fetch-qemu.sh VERSION DEST DOWNLOADS
 # Unpacks Debian's qemu source package VERSION (Debian patches applied)
 # into DEST.  Adds deb-src entries for sid and trixie, with the archive

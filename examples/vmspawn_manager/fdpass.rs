@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Passing a file descriptor over a Unix socket (SCM_RIGHTS), as QMP's
 //! getfd needs.  Shared by the vmspawn_manager example and the tests.
 

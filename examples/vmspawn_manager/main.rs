@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! A session manager in the style of systemd-vmspawn's "acquire QMP":
 //! it hands a client a fresh, independent raw QMP session on a running
 //! QEMU, and cleans up when the client goes away.
