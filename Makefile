@@ -54,7 +54,7 @@ comma := ,
 stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
-.PHONY: all build demo check check-suite check-cargo check-qtest check-python \
+.PHONY: all build demo check check-lint check-suite check-cargo check-qtest check-python \
 	check-valgrind check-sanitize check-matrix check-versions check-series series since bench fuzz \
 	clean distclean FORCE
 
@@ -138,11 +138,15 @@ demo: build
 
 # Everything: the suite on the default build, on the sanitizer build and
 # on the second QEMU version, the leak check, and the series' own checks.
-check: check-suite check-python check-valgrind check-sanitize check-versions check-series
+check: check-lint check-suite check-python check-valgrind check-sanitize check-versions check-series
 	@echo "==> all checks passed"
 
 # The test suite of one variant (version, sanitizers)
 check-suite: build check-cargo check-qtest
+
+# clippy on the crate, the tests, the benchmarks and the example
+check-lint: build
+	$(call stage,clippy,$(CARGO_ENV) cargo clippy --locked --release --all-targets -q -- -D warnings)
 
 check-cargo: build
 	$(call stage,cargo test$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\
