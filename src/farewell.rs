@@ -158,10 +158,8 @@ impl Farewell {
                 unsafe extern "C" fn(gpointer) -> gboolean,
             >(dispatch)
         });
-        // SAFETY: fd stays open while the source exists (the source owns
-        // it through data); free_slot releases data exactly once, when
-        // the source is destroyed; attaching to the default context
-        // (NULL) makes the main loop thread run it.
+        // SAFETY: the source owns fd through data, which free_slot frees
+        // once; the default context (NULL) is run by the main loop thread.
         unsafe {
             let source = glib_sys::g_unix_fd_source_new(fd, cond);
             glib_sys::g_source_set_ready_time(source, deadline);

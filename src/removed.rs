@@ -196,10 +196,8 @@ impl RemovedMonitor {
     /// Step 5: frees everything the monitor owns.
     fn destroy(self) {
         let m = self.as_ptr();
-        // SAFETY: nothing else can reach the monitor (off mon_list, no
-        // handlers, no out_watch, no bottom half, empty queue); a
-        // MonitorQMP was g_new0'd with `common` first, so m is the
-        // allocation.
+        // SAFETY: nothing reaches the monitor any more (see release());
+        // a MonitorQMP is g_new0'd with `common` first: m is the block.
         unsafe {
             sys::monitor_data_destroy(m);
             glib_sys::g_free(m.cast());
