@@ -5,10 +5,11 @@
 //! earlier replies and, for a self-removal, the removal's own reply.
 //! A duplicate of the socket outlives the chardev's connection; this
 //! module writes the owed bytes to it, shuts down the sending side, and
-//! reads (and drops) the client's input until the client closes, so
-//! that closing never resets a connection whose data is still in
-//! flight.  A client that does not read or close within [`TIMEOUT`] is
-//! cut off.
+//! closes it once the client has read everything (the socket's send
+//! queue is empty) or closed its end, reading and dropping the client's
+//! input meanwhile, so that closing never resets a connection whose
+//! data is still in flight.  A client that does not read within
+//! [`TIMEOUT`] is cut off.
 //!
 //! Thread: the main loop thread, whose default `GMainContext` runs the
 //! `GSource` that drives each connection.
@@ -26,6 +27,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// sending cannot hold the main loop.
 const DISCARD_MAX: usize = 64 * 1024;
 
+/// How often the send queue is looked at while the client reads: the
+/// kernel has no event for "the peer read everything".
+const DRAIN_TICK_US: i64 = 10_000;
+
 /// One connection being closed.
 struct Farewell {
     fd: OwnedFd,
@@ -42,8 +47,8 @@ struct Farewell {
 enum Next {
     /// Room to write, or input to drop.
     Writable,
-    /// The client's end of the connection: input to drop, or EOF.
-    ClientClose,
+    /// All is sent: the client to read it, or input to drop, or EOF.
+    Drained,
     /// Nothing: close now.
     Done,
 }
@@ -83,10 +88,32 @@ impl Farewell {
             unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
             self.shut = true;
         }
-        if client_closed {
+        if client_closed || self.unread() == 0 {
             Next::Done
         } else {
-            Next::ClientClose
+            Next::Drained
+        }
+    }
+
+    /// Bytes sent that the client has not read yet (TCP: not yet
+    /// acknowledged); 0 if the socket cannot tell.
+    fn unread(&self) -> libc::c_int {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int; fd is our socket.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if rc < 0 {
+            0
+        } else {
+            n
+        }
+    }
+
+    /// When the source must run again even without an fd event.
+    fn wake_time(&self, next: Next) -> i64 {
+        match next {
+            // SAFETY: as in start().
+            Next::Drained => self.deadline_us.min(unsafe { glib_sys::g_get_monotonic_time() } + DRAIN_TICK_US),
+            Next::Writable | Next::Done => self.deadline_us,
         }
     }
 
@@ -144,10 +171,10 @@ impl Farewell {
     fn wait_for(self, next: Next) {
         let cond = match next {
             Next::Writable => G_IO_OUT | G_IO_IN | G_IO_HUP | G_IO_ERR,
-            Next::ClientClose | Next::Done => G_IO_IN | G_IO_HUP | G_IO_ERR,
+            Next::Drained | Next::Done => G_IO_IN | G_IO_HUP | G_IO_ERR,
         };
         let fd = self.fd.as_raw_fd();
-        let deadline = self.deadline_us;
+        let wake = self.wake_time(next);
         let data = Box::into_raw(Box::new(Some((self, next)))).cast::<c_void>();
         // SAFETY: GLib calls a unix fd source's callback with the
         // GUnixFDSourceFunc signature, which is what `dispatch` has; this
@@ -162,7 +189,7 @@ impl Farewell {
         // once; the default context (NULL) is run by the main loop thread.
         unsafe {
             let source = glib_sys::g_unix_fd_source_new(fd, cond);
-            glib_sys::g_source_set_ready_time(source, deadline);
+            glib_sys::g_source_set_ready_time(source, wake);
             glib_sys::g_source_set_callback(source, func, data, Some(free_slot));
             glib_sys::g_source_attach(source, std::ptr::null_mut());
             glib_sys::g_source_unref(source);
@@ -184,6 +211,8 @@ unsafe extern "C" fn dispatch(_fd: c_int, _cond: GIOCondition, data: gpointer) -
     match farewell.step() {
         Next::Done => glib_sys::GFALSE,
         next if next == waiting_for => {
+            // SAFETY: this runs in the dispatch of the current source.
+            unsafe { glib_sys::g_source_set_ready_time(glib_sys::g_main_current_source(), farewell.wake_time(next)) };
             *slot = Some((farewell, next));
             glib_sys::GTRUE
         }
