@@ -116,7 +116,7 @@ fn main() {
         .blocklist_type("G[A-Z].*")
         .raw_line("#[allow(unused_imports)] use glib_sys::*;")
         .raw_line("#[allow(unused_imports)] use libc::*;")
-        .allowlist_type("Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction")
+        .allowlist_type("CharFrontend|Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction")
         .allowlist_type("qmh_.*_fn")
         .allowlist_var("mon_iothread|qmp_dispatcher_mon")
         .allowlist_function("qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate|error_setg_internal")

@@ -20,6 +20,14 @@
 #include "system/iothread.h"
 
 /*
+ * The one difference between the QEMU versions this builds against:
+ * 10.2 renamed CharBackend to CharFrontend.
+ */
+#if QEMU_VERSION_MAJOR < 10 || (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR < 2)
+typedef CharBackend CharFrontend;
+#endif
+
+/*
  * Types of the functions QEMU calls in the Rust code, as QAPI generated
  * them.  src/commands.rs asserts that its definitions have these types.
  */
