@@ -64,8 +64,7 @@ pub fn run(rep: &Reps, report: &mut Report) {
                     c.query_name();
                     let dt = t.elapsed();
                     drop(c);
-                    p.mgr.ok_json(json!({"execute": "monitor-remove", "arguments": {"id": name}}));
-                    p.mgr.ok_json(json!({"execute": "chardev-remove", "arguments": {"id": name}}));
+                    remove_session(&mut p, &name);
                     let _ = std::fs::remove_file(&path);
                     dt
                 }
@@ -83,8 +82,7 @@ pub fn run(rep: &Reps, report: &mut Report) {
                     p.mgr.check_ok("monitor-add");
                     let dt = t.elapsed();
                     drop(c);
-                    p.mgr.ok_json(json!({"execute": "monitor-remove", "arguments": {"id": name}}));
-                    p.mgr.ok_json(json!({"execute": "chardev-remove", "arguments": {"id": name}}));
+                    remove_session(&mut p, &name);
                     let _ = std::fs::remove_file(&path);
                     dt
                 }
@@ -105,8 +103,7 @@ pub fn run(rep: &Reps, report: &mut Report) {
                     c.query_name();
                     let dt = t.elapsed();
                     drop(c);
-                    p.mgr.ok_json(json!({"execute": "monitor-remove", "arguments": {"id": name}}));
-                    p.mgr.ok_json(json!({"execute": "chardev-remove", "arguments": {"id": name}}));
+                    remove_session(&mut p, &name);
                     dt
                 }
             };
@@ -172,4 +169,10 @@ pub fn run(rep: &Reps, report: &mut Report) {
         ("socketpair + getfd + ...".into(), samples[3].clone()),
     ]));
     p.quit();
+}
+
+/// Removes a session's monitor and chardev, both named `name`.
+fn remove_session(p: &mut Proc, name: &str) {
+    p.mgr.ok_json(json!({"execute": "monitor-remove", "arguments": {"id": name}}));
+    p.mgr.ok_json(json!({"execute": "chardev-remove", "arguments": {"id": name}}));
 }
