@@ -144,8 +144,10 @@ check: check-lint check-suite check-python check-valgrind check-sanitize check-v
 # The test suite of one variant (version, sanitizers)
 check-suite: build check-cargo check-qtest
 
-# clippy on the crate, the tests, the benchmarks and the example
+# rustfmt with QEMU's settings (.rustfmt.toml), and clippy on the crate,
+# the tests, the benchmarks and the example
 check-lint: build
+	$(call stage,rustfmt,cargo fmt --check)
 	$(call stage,clippy,$(CARGO_ENV) cargo clippy --locked --release --all-targets -q -- -D warnings)
 
 check-cargo: build

@@ -4,8 +4,10 @@
 //! monitor/qmp.c.  QEMU's meson passes its directories through
 //! QEMU_SRC_DIR and QEMU_BUILD_DIR (meson-glue/cargo-build.py).
 
-use std::env;
-use std::path::{Path, PathBuf};
+use std::{
+    env,
+    path::{Path, PathBuf},
+};
 
 fn required_dir(var: &str) -> PathBuf {
     println!("cargo:rerun-if-env-changed={var}");
@@ -27,7 +29,11 @@ fn qemu_cflags(build: &Path) -> Vec<String> {
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", db.display()));
     let entry = entries
         .iter()
-        .find(|e| e["file"].as_str().is_some_and(|f| f.ends_with("monitor/qmp.c")))
+        .find(|e| {
+            e["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("monitor/qmp.c"))
+        })
         .unwrap_or_else(|| panic!("monitor/qmp.c is not in {}", db.display()));
     let dir = PathBuf::from(entry["directory"].as_str().expect("directory"));
     let words: Vec<String> = match entry["command"].as_str() {
@@ -44,7 +50,11 @@ fn qemu_cflags(build: &Path) -> Vec<String> {
     let mut it = words.iter();
     while let Some(w) = it.next() {
         if let Some(p) = w.strip_prefix("-I") {
-            let p = if p.is_empty() { it.next().expect("-I path").as_str() } else { p };
+            let p = if p.is_empty() {
+                it.next().expect("-I path").as_str()
+            } else {
+                p
+            };
             flags.push(format!("-I{}", abs(p)));
         } else if w == "-iquote" || w == "-isystem" || w == "-include" {
             flags.push(w.clone());
@@ -90,7 +100,10 @@ fn main() {
     let mut cflags = qemu_cflags(&build);
     // monitor-internal.h lives outside include/
     cflags.push(format!("-I{}", src.display()));
-    cflags.push(format!("-I{}", PathBuf::from("src").canonicalize().expect("src").display()));
+    cflags.push(format!(
+        "-I{}",
+        PathBuf::from("src").canonicalize().expect("src").display()
+    ));
 
     println!("cargo:rerun-if-changed=src/wrapper.h");
     println!("cargo:rerun-if-changed=src/shim.c");
@@ -116,10 +129,14 @@ fn main() {
         .blocklist_type("G[A-Z].*")
         .raw_line("#[allow(unused_imports)] use glib_sys::*;")
         .raw_line("#[allow(unused_imports)] use libc::*;")
-        .allowlist_type("CharFrontend|Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction")
+        .allowlist_type(
+            "CharFrontend|Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction",
+        )
         .allowlist_type("qmh_.*_fn")
         .allowlist_var("mon_iothread|qmp_dispatcher_mon")
-        .allowlist_function("qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate|error_setg_internal")
+        .allowlist_function(
+            "qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate|error_setg_internal",
+        )
         .allowlist_function("aio_bh_schedule_oneshot_full|iohandler_get_aio_context")
         .allowlist_function(
             "monitor_init_qmp_full|monitor_cur|monitor_data_destroy\
@@ -128,12 +145,14 @@ fn main() {
              |qemu_chr_find|qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
              |iothread_get_aio_context|iothread_get_g_main_context\
              |aio_wait_bh_oneshot|id_wellformed\
-             |qmp_chardev_remove|warn_report_err",
+             |qmp_chardev_remove|warn_report_err|bql_locked|qemu_in_coroutine",
         )
         .allowlist_type(OPAQUE)
         .opaque_type(OPAQUE)
         .generate()
         .expect("bindgen failed on src/wrapper.h");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    bindings.write_to_file(out.join("bindings.rs")).expect("writing bindings.rs");
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("writing bindings.rs");
 }

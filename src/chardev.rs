@@ -2,20 +2,22 @@
 //! [`ChardevRef`]: a chardev looked up by label, and what monitor-add
 //! asks of it.
 
-use std::ffi::CStr;
-use std::ptr::NonNull;
+use std::{ffi::CStr, marker::PhantomData, ptr::NonNull};
 
-use crate::bindings as sys;
+use crate::{bindings as sys, threads::MainLoop};
 
 /// A chardev, found by its label.  Chardevs are created and deleted in
-/// the main loop thread only, where the commands run.
+/// the main loop thread only, so one found there lives as long as that
+/// thread does not return to the main loop: `'a`, the [`MainLoop`]
+/// proof's lifetime.
 #[derive(Clone, Copy)]
-pub struct ChardevRef(NonNull<sys::Chardev>);
+pub struct ChardevRef<'a>(NonNull<sys::Chardev>, PhantomData<&'a sys::Chardev>);
 
-impl ChardevRef {
-    pub fn find(label: &CStr) -> Option<Self> {
+impl<'a> ChardevRef<'a> {
+    pub fn find(_: MainLoop<'a>, label: &CStr) -> Option<Self> {
         // SAFETY: qemu_chr_find only reads the label; main loop thread.
-        NonNull::new(unsafe { sys::qemu_chr_find(label.as_ptr()) }).map(ChardevRef)
+        NonNull::new(unsafe { sys::qemu_chr_find(label.as_ptr()) })
+            .map(|chr| ChardevRef(chr, PhantomData))
     }
 
     pub fn as_ptr(self) -> *mut sys::Chardev {

@@ -10,14 +10,14 @@
 //! coroutine-safe in a bottom half), so they may wait for the monitor
 //! I/O thread; each hook says where it runs.
 
-use std::ffi::{c_char, CStr};
-use std::ptr::{self, NonNull};
+use std::{
+    ffi::{c_char, CStr},
+    ptr::{self, NonNull},
+};
 
 use foreign_types::ForeignType;
 
-use crate::bindings as sys;
-use crate::qapi_error::QmpError;
-use crate::{monitors, query, removed};
+use crate::{bindings as sys, monitors, qapi_error::QmpError, query, removed, threads::MainLoop};
 
 // A schema change that alters a handler's C type breaks the build here
 // instead of crashing QEMU at run time.
@@ -47,7 +47,10 @@ pub unsafe extern "C" fn qmp_monitor_add(
     } else {
         sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_NONE
     };
-    let res = monitors::add(id, chardev, has_pretty && pretty, close_action);
+    // SAFETY: QMP handlers run there (see the module comment).
+    let res = unsafe {
+        MainLoop::enter(|ml| monitors::add(ml, id, chardev, has_pretty && pretty, close_action))
+    };
     // SAFETY: errp comes from the marshaller.
     unsafe { QmpError::ok_or_propagate(res, errp, c"qmp_monitor_add") };
 }
@@ -58,14 +61,18 @@ pub unsafe extern "C" fn qmp_monitor_add(
 pub unsafe extern "C" fn qmp_monitor_remove(id: *const c_char, errp: *mut *mut sys::Error) {
     // SAFETY: QAPI passes a valid, non-NULL string.
     let id = unsafe { arg(id) };
+    // SAFETY: QMP handlers run there (see the module comment).
+    let res = unsafe { MainLoop::enter(|ml| removed::remove(ml, id)) };
     // SAFETY: errp comes from the marshaller.
-    unsafe { QmpError::ok_or_propagate(removed::remove(id), errp, c"qmp_monitor_remove") };
+    unsafe { QmpError::ok_or_propagate(res, errp, c"qmp_monitor_remove") };
 }
 
 /// # Safety
 /// As for `qmp_monitor_add`.
 #[no_mangle]
-pub unsafe extern "C" fn qmp_query_monitors(_errp: *mut *mut sys::Error) -> *mut sys::MonitorInfoList {
+pub unsafe extern "C" fn qmp_query_monitors(
+    _errp: *mut *mut sys::Error,
+) -> *mut sys::MonitorInfoList {
     // There is always at least the monitor asking, but an empty list
     // (NULL) is valid QAPI too.
     query::query().map_or(ptr::null_mut(), ForeignType::into_ptr)
@@ -99,7 +106,8 @@ pub unsafe extern "C" fn monitor_qmp_closed(mon: *mut sys::Monitor) {
 /// dispatcher has stopped and while the monitor I/O thread still runs.
 #[no_mangle]
 pub extern "C" fn monitor_qmp_cleanup_removed() {
-    removed::release_all_after_reply();
+    // SAFETY: monitor_cleanup() runs with the BQL, outside coroutines.
+    unsafe { MainLoop::enter(removed::release_all_after_reply) };
 }
 
 /// The C string argument `p` of a QAPI command, which QAPI guarantees.

@@ -33,19 +33,23 @@ impl fmt::Display for MonitorError {
         match self {
             Self::InvalidId(id) => write!(
                 f,
-                "Invalid monitor id '{}': an id must start with a letter and \
-                 contain only letters, digits, '-', '.' and '_'",
+                "Invalid monitor id '{}': an id must start with a letter and contain only \
+                 letters, digits, '-', '.' and '_'",
                 shown(id)
             ),
             Self::IdInUse(id) => write!(f, "Monitor id '{}' is already in use", shown(id)),
             Self::ChardevNotFound(c) => write!(f, "Chardev '{}' not found", shown(c)),
             Self::ChardevInUse(c) => {
-                write!(f, "Chardev '{}' is already in use by another frontend", shown(c))
+                write!(
+                    f,
+                    "Chardev '{}' is already in use by another frontend",
+                    shown(c)
+                )
             }
             Self::ChardevDefunct(c) => write!(
                 f,
-                "Chardev '{}' has lost its client and cannot get another one; \
-                 close-action 'delete' needs a client",
+                "Chardev '{}' has lost its client and cannot get another one; close-action \
+                 'delete' needs a client",
                 shown(c)
             ),
             Self::NoSuchMonitor(id) => write!(f, "No monitor with id '{}'", shown(id)),

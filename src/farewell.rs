@@ -14,11 +14,15 @@
 //! Thread: the main loop thread, whose default `GMainContext` runs the
 //! `GSource` that drives each connection.
 
-use std::ffi::{c_int, c_void};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::{
+    ffi::{c_int, c_void},
+    os::fd::{AsRawFd, OwnedFd},
+    time::Duration,
+};
 
-use glib_sys::{gboolean, gpointer, GIOCondition, GSourceFunc, G_IO_ERR, G_IO_HUP, G_IO_IN, G_IO_OUT};
+use glib_sys::{
+    gboolean, gpointer, GIOCondition, GSourceFunc, G_IO_ERR, G_IO_HUP, G_IO_IN, G_IO_OUT,
+};
 
 /// How long a client may take to read what it is owed and close.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +64,13 @@ pub fn start(fd: OwnedFd, owed: Vec<u8>) {
     // SAFETY: g_get_monotonic_time has no preconditions.
     let now = unsafe { glib_sys::g_get_monotonic_time() };
     let timeout = i64::try_from(TIMEOUT.as_micros()).unwrap_or(i64::MAX);
-    let mut farewell = Farewell { fd, owed, sent: 0, shut: false, deadline_us: now.saturating_add(timeout) };
+    let mut farewell = Farewell {
+        fd,
+        owed,
+        sent: 0,
+        shut: false,
+        deadline_us: now.saturating_add(timeout),
+    };
     match farewell.step() {
         Next::Done => {}
         next => farewell.wait_for(next),
@@ -112,7 +122,9 @@ impl Farewell {
     fn wake_time(&self, next: Next) -> i64 {
         match next {
             // SAFETY: as in start().
-            Next::Drained => self.deadline_us.min(unsafe { glib_sys::g_get_monotonic_time() } + DRAIN_TICK_US),
+            Next::Drained => self
+                .deadline_us
+                .min(unsafe { glib_sys::g_get_monotonic_time() } + DRAIN_TICK_US),
             Next::Writable | Next::Done => self.deadline_us,
         }
     }
@@ -149,7 +161,12 @@ impl Farewell {
         while total < DISCARD_MAX {
             // SAFETY: buf is a valid, writable buffer; fd is ours.
             let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
             match usize::try_from(n) {
                 Ok(0) => return true,
@@ -212,7 +229,12 @@ unsafe extern "C" fn dispatch(_fd: c_int, _cond: GIOCondition, data: gpointer) -
         Next::Done => glib_sys::GFALSE,
         next if next == waiting_for => {
             // SAFETY: this runs in the dispatch of the current source.
-            unsafe { glib_sys::g_source_set_ready_time(glib_sys::g_main_current_source(), farewell.wake_time(next)) };
+            unsafe {
+                glib_sys::g_source_set_ready_time(
+                    glib_sys::g_main_current_source(),
+                    farewell.wake_time(next),
+                )
+            };
             *slot = Some((farewell, next));
             glib_sys::GTRUE
         }

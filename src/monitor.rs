@@ -7,12 +7,9 @@
 //! `monitor_init_qmp_full()` before that), or take the lock that
 //! protects them; what a removal does to a monitor is in `removed.rs`.
 
-use std::ffi::CStr;
-use std::ptr::NonNull;
+use std::{ffi::CStr, ptr::NonNull};
 
-use crate::bindings as sys;
-use crate::opaque::Opaque;
-use crate::sync::MutexGuard;
+use crate::{bindings as sys, opaque::Opaque, sync::MutexGuard};
 
 #[repr(transparent)]
 pub struct Monitor(Opaque<sys::Monitor>);
@@ -62,7 +59,8 @@ impl Monitor {
     /// The close action of a QMP monitor, None for HMP.
     pub fn close_action(&self) -> Option<sys::MonitorQMPCloseAction> {
         // SAFETY: set before the monitor was published; immutable.
-        self.is_qmp().then(|| unsafe { (*self.as_ptr()).close_action })
+        self.is_qmp()
+            .then(|| unsafe { (*self.as_ptr()).close_action })
     }
 
     pub fn deletes_on_close(&self) -> bool {
@@ -113,7 +111,8 @@ impl Monitor {
     /// The QMP monitor this is the `common` part of.
     pub fn qmp(&self) -> Option<*mut sys::MonitorQMP> {
         // SAFETY: qmh_monitor_qmp is container_of on a QMP monitor.
-        self.is_qmp().then(|| unsafe { sys::qmh_monitor_qmp(self.as_ptr()) })
+        self.is_qmp()
+            .then(|| unsafe { sys::qmh_monitor_qmp(self.as_ptr()) })
     }
 
     /// Takes `mon_lock`, which protects the output buffer and its watch.

@@ -5,16 +5,17 @@
 //! guard, so it stays in the thread that took it); [`add`] runs in the
 //! main loop thread with the BQL, outside coroutine context.
 
-use std::ffi::CStr;
-use std::marker::PhantomData;
-use std::ptr::NonNull;
+use std::{ffi::CStr, marker::PhantomData, ptr::NonNull};
 
-use crate::bindings as sys;
-use crate::errors::MonitorError;
-use crate::monitor::Monitor;
-use crate::qapi_error::{with_local_err, QmpError};
-use crate::chardev::ChardevRef;
-use crate::removed::RemovedMonitor;
+use crate::{
+    bindings as sys,
+    chardev::ChardevRef,
+    errors::MonitorError,
+    monitor::Monitor,
+    qapi_error::{with_local_err, QmpError},
+    removed::RemovedMonitor,
+    threads::MainLoop,
+};
 
 /// Holds `monitor_lock`, which protects `mon_list` and the `id`,
 /// `serial`, `dynamic` and `dead` fields of the monitors on it.
@@ -28,7 +29,9 @@ impl MonitorList {
         // SAFETY: monitor_lock is initialised at startup, before any QMP
         // command can run, and no caller holds it already.
         unsafe { sys::qmh_monitor_lock() };
-        MonitorList { _not_send: PhantomData }
+        MonitorList {
+            _not_send: PhantomData,
+        }
     }
 
     /// The live monitors, in `mon_list` order (not creation order: the
@@ -53,7 +56,9 @@ impl MonitorList {
     /// Removal step 1 for monitor-remove: see [`Self::unlink`].
     pub fn unlink_id(&self, id: &CStr) -> Result<RemovedMonitor, QmpError> {
         let name = || id.to_string_lossy().into_owned();
-        let mon = self.find(id).ok_or_else(|| MonitorError::NoSuchMonitor(name()))?;
+        let mon = self
+            .find(id)
+            .ok_or_else(|| MonitorError::NoSuchMonitor(name()))?;
         if !mon.is_qmp() {
             return Err(MonitorError::NotQmp(name()).into());
         }
@@ -86,6 +91,7 @@ impl Drop for MonitorList {
 
 /// monitor-add: a QMP monitor `id` on chardev `chardev`.
 pub fn add(
+    ml: MainLoop<'_>,
     id: &CStr,
     chardev: &CStr,
     pretty: bool,
@@ -99,11 +105,14 @@ pub fn add(
     if MonitorList::lock().find(id).is_some() {
         return Err(MonitorError::IdInUse(name(id)).into());
     }
-    let chr = ChardevRef::find(chardev).ok_or_else(|| MonitorError::ChardevNotFound(name(chardev)))?;
+    let chr = ChardevRef::find(ml, chardev)
+        .ok_or_else(|| MonitorError::ChardevNotFound(name(chardev)))?;
     if chr.has_frontend() {
         return Err(MonitorError::ChardevInUse(name(chardev)).into());
     }
-    if close_action == sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_DELETE && chr.is_defunct() {
+    if close_action == sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_DELETE
+        && chr.is_defunct()
+    {
         return Err(MonitorError::ChardevDefunct(name(chardev)).into());
     }
     // Only this thread creates monitors at runtime, so the checks above
@@ -111,7 +120,9 @@ pub fn add(
     // mon_list and its handlers installed, also for I/O-thread monitors.
     with_local_err(|errp| {
         // SAFETY: chr is live, id a C string, errp a fresh slot.
-        unsafe { sys::monitor_init_qmp_full(chr.as_ptr(), pretty, id.as_ptr(), true, close_action, errp) }
+        unsafe {
+            sys::monitor_init_qmp_full(chr.as_ptr(), pretty, id.as_ptr(), true, close_action, errp)
+        }
     })?;
     Ok(())
 }

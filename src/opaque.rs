@@ -4,9 +4,7 @@
 //! holds shared references to it and reaches its contents through raw
 //! pointers, under the rules the C code sets (locks, threads).
 
-use std::cell::UnsafeCell;
-use std::marker::PhantomPinned;
-use std::mem::MaybeUninit;
+use std::{cell::UnsafeCell, marker::PhantomPinned, mem::MaybeUninit};
 
 #[repr(transparent)]
 pub struct Opaque<T> {

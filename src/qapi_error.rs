@@ -4,15 +4,16 @@
 //! own Rust `util::Error` records it), or an `Error` a QEMU function
 //! returned, handed on as it is.
 
-use std::ffi::{c_int, CStr, CString};
-use std::panic::Location;
-use std::ptr::{self, NonNull};
-use std::sync::{Mutex, PoisonError};
+use std::{
+    ffi::{c_int, CStr, CString},
+    panic::Location,
+    ptr::{self, NonNull},
+    sync::{Mutex, PoisonError},
+};
 
 use foreign_types::{foreign_type, ForeignType};
 
-use crate::bindings as sys;
-use crate::errors::MonitorError;
+use crate::{bindings as sys, errors::MonitorError};
 
 foreign_type! {
     /// An `Error *` that QEMU created and we own until we hand it on.
@@ -36,7 +37,10 @@ enum Kind {
 impl From<MonitorError> for QmpError {
     #[track_caller]
     fn from(e: MonitorError) -> Self {
-        QmpError { kind: Kind::Monitor(e), location: Location::caller() }
+        QmpError {
+            kind: Kind::Monitor(e),
+            location: Location::caller(),
+        }
     }
 }
 
@@ -55,7 +59,11 @@ impl QmpError {
     ///
     /// # Safety
     /// `errp` is NULL or a valid `Error **`.
-    pub unsafe fn ok_or_propagate<T>(res: Result<T, Self>, errp: *mut *mut sys::Error, func: &'static CStr) -> Option<T> {
+    pub unsafe fn ok_or_propagate<T>(
+        res: Result<T, Self>,
+        errp: *mut *mut sys::Error,
+        func: &'static CStr,
+    ) -> Option<T> {
         match res {
             Ok(v) => Some(v),
             Err(err) => {

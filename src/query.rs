@@ -2,14 +2,14 @@
 //! The `MonitorInfoList` that query-monitors returns.  QAPI frees it
 //! with g_free, so every byte of it comes from g_malloc.
 
-use std::ffi::{c_char, CStr};
-use std::mem::size_of;
+use std::{
+    ffi::{c_char, CStr},
+    mem::size_of,
+};
 
 use foreign_types::{foreign_type, ForeignType};
 
-use crate::bindings as sys;
-use crate::monitor::Monitor;
-use crate::monitors::MonitorList;
+use crate::{bindings as sys, monitor::Monitor, monitors::MonitorList};
 
 foreign_type! {
     /// A non-empty list owned by us until `into_ptr` hands it to QAPI.

@@ -60,10 +60,16 @@ mod tests {
     #[test]
     fn removal_by_another_monitor_keeps_the_chardev() {
         for one_shot in [false, true] {
-            assert_eq!(Removal::plan(Cause::RemovedByOther, false, one_shot), Removal::Now { chardev_too: false });
+            assert_eq!(
+                Removal::plan(Cause::RemovedByOther, false, one_shot),
+                Removal::Now { chardev_too: false }
+            );
             assert_eq!(
                 Removal::plan(Cause::RemovedByOther, true, one_shot),
-                Removal::AfterReply { reply: Reply::Drop, chardev_too: false }
+                Removal::AfterReply {
+                    reply: Reply::Drop,
+                    chardev_too: false
+                }
             );
         }
     }
@@ -73,17 +79,26 @@ mod tests {
         for one_shot in [false, true] {
             assert_eq!(
                 Removal::plan(Cause::RemovedItself, true, one_shot),
-                Removal::AfterReply { reply: Reply::Deliver, chardev_too: one_shot }
+                Removal::AfterReply {
+                    reply: Reply::Deliver,
+                    chardev_too: one_shot
+                }
             );
         }
     }
 
     #[test]
     fn a_closed_session_goes_with_its_chardev_after_any_request_in_flight() {
-        assert_eq!(Removal::plan(Cause::ClientLeft, false, true), Removal::Now { chardev_too: true });
+        assert_eq!(
+            Removal::plan(Cause::ClientLeft, false, true),
+            Removal::Now { chardev_too: true }
+        );
         assert_eq!(
             Removal::plan(Cause::ClientLeft, true, true),
-            Removal::AfterReply { reply: Reply::Drop, chardev_too: true }
+            Removal::AfterReply {
+                reply: Reply::Drop,
+                chardev_too: true
+            }
         );
     }
 }

@@ -10,18 +10,21 @@
 //! The steps that touch the chardev's handlers run in the thread that
 //! runs them (see [`RemovedMonitor::in_home_context`]).
 
-use std::cell::RefCell;
-use std::ffi::{c_void, CStr};
-use std::os::fd::BorrowedFd;
-use std::ptr::{self, NonNull};
+use std::{
+    cell::RefCell,
+    ffi::{c_void, CStr},
+    os::fd::BorrowedFd,
+    ptr::{self, NonNull},
+};
 
-use crate::bindings as sys;
-use crate::farewell;
-use crate::monitors::MonitorList;
-use crate::qapi_error::{with_local_err, QmpError};
-use crate::monitor::Monitor;
-use crate::threads::run_in;
-use crate::removal::{Cause, Removal, Reply};
+use crate::{
+    bindings as sys, farewell,
+    monitor::Monitor,
+    monitors::MonitorList,
+    qapi_error::{with_local_err, QmpError},
+    removal::{Cause, Removal, Reply},
+    threads::{run_in, MainLoop},
+};
 
 /// A QMP monitor that step 1 took off `mon_list` and marked dead.  Only
 /// its owner, the holder of this value, can reach it (the dispatcher
@@ -84,7 +87,7 @@ impl RemovedMonitor {
 
     /// Runs `f` in the thread that runs the chardev's handlers, so that
     /// it cannot race with them: the monitor I/O thread, or this one.
-    fn in_home_context<R: Send>(&self, f: impl FnOnce(&Self) -> R + Send) -> R {
+    fn in_home_context<R: Send>(&self, ml: MainLoop<'_>, f: impl FnOnce(&Self) -> R + Send) -> R {
         if !self.uses_io_thread() {
             return f(self);
         }
@@ -102,7 +105,7 @@ impl RemovedMonitor {
         let lent = Lent(self);
         // SAFETY: mon_iothread exists while an I/O-thread monitor does.
         let ctx = unsafe { sys::iothread_get_aio_context(sys::mon_iothread) };
-        run_in(ctx, move || f(lent.get()))
+        run_in(ml, ctx, move || f(lent.get()))
     }
 
     /// Step 2: takes the output not written yet, and cancels the
@@ -182,7 +185,9 @@ impl RemovedMonitor {
             .then(|| {
                 // SAFETY: fd is the chardev's open socket, which stays open
                 // until qemu_chr_fe_disconnect below.
-                unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()
+                unsafe { BorrowedFd::borrow_raw(fd) }
+                    .try_clone_to_owned()
+                    .ok()
             })
             .flatten();
         // SAFETY: the handlers are on the main loop (step 3), so this
@@ -205,11 +210,11 @@ impl RemovedMonitor {
     }
 
     /// Steps 2 to 5, as `removal` says.
-    pub fn finish(self, removal: Removal) {
+    pub fn finish(self, ml: MainLoop<'_>, removal: Removal) {
         match removal {
-            Removal::Now { chardev_too } => self.release(Vec::new(), chardev_too),
+            Removal::Now { chardev_too } => self.release(ml, Vec::new(), chardev_too),
             Removal::AfterReply { reply, chardev_too } => {
-                let owed = self.in_home_context(|m| {
+                let owed = self.in_home_context(ml, |m| {
                     let owed = match reply {
                         // The out_watch keeps writing until the reply is out.
                         Reply::Deliver => Vec::new(),
@@ -223,15 +228,21 @@ impl RemovedMonitor {
                     m.drain_requests();
                     owed
                 });
-                AFTER_REPLY.with_borrow_mut(|q| q.push(AfterReply { mon: self, chardev_too, owed }));
+                AFTER_REPLY.with_borrow_mut(|q| {
+                    q.push(AfterReply {
+                        mon: self,
+                        chardev_too,
+                        owed,
+                    })
+                });
             }
         }
     }
 
     /// Steps 2 to 5 for a monitor that nothing else holds.  `owed` is
     /// output taken from it earlier.
-    fn release(self, mut owed: Vec<u8>, chardev_too: bool) {
-        owed.extend(self.in_home_context(|m| {
+    fn release(self, ml: MainLoop<'_>, mut owed: Vec<u8>, chardev_too: bool) {
+        owed.extend(self.in_home_context(ml, |m| {
             let rest = m.take_output();
             m.detach_handlers(DetachTo::MainLoop);
             m.drain_requests();
@@ -242,14 +253,14 @@ impl RemovedMonitor {
         let chardev = chardev_too.then(|| self.chardev_label().to_owned());
         self.destroy();
         if let Some(label) = chardev {
-            remove_chardev(&label);
+            remove_chardev(ml, &label);
         }
     }
 }
 
 /// chardev-remove, for a one-shot session's chardev.  Failing to remove
 /// it is not fatal to anyone: QEMU warns and keeps it.
-fn remove_chardev(label: &CStr) {
+fn remove_chardev(_: MainLoop<'_>, label: &CStr) {
     let res = with_local_err(|errp| {
         // SAFETY: main loop thread; label is a C string; errp a fresh slot.
         unsafe { sys::qmp_chardev_remove(label.as_ptr(), errp) }
@@ -262,11 +273,15 @@ fn remove_chardev(label: &CStr) {
 }
 
 /// monitor-remove: the five steps of SPEC.md, in order.
-pub fn remove(id: &CStr) -> Result<(), QmpError> {
+pub fn remove(ml: MainLoop<'_>, id: &CStr) -> Result<(), QmpError> {
     let mon = MonitorList::lock().unlink_id(id)?; // step 1
-    let cause = if mon.is_current() { Cause::RemovedItself } else { Cause::RemovedByOther };
+    let cause = if mon.is_current() {
+        Cause::RemovedItself
+    } else {
+        Cause::RemovedByOther
+    };
     let removal = Removal::plan(cause, mon.dispatcher_holds(), mon.deletes_on_close());
-    mon.finish(removal); // steps 2-5
+    mon.finish(ml, removal); // steps 2-5
     Ok(())
 }
 
@@ -276,7 +291,12 @@ pub fn remove(id: &CStr) -> Result<(), QmpError> {
 fn in_main_loop_bh(f: unsafe extern "C" fn(*mut c_void), opaque: *mut c_void, name: &'static CStr) {
     // SAFETY: f gets opaque once; the caller hands its ownership over.
     unsafe {
-        sys::aio_bh_schedule_oneshot_full(sys::iohandler_get_aio_context(), Some(f), opaque, name.as_ptr())
+        sys::aio_bh_schedule_oneshot_full(
+            sys::iohandler_get_aio_context(),
+            Some(f),
+            opaque,
+            name.as_ptr(),
+        )
     };
 }
 
@@ -300,20 +320,25 @@ pub fn release_after_reply(mon: NonNull<sys::Monitor>) {
             Some(q.swap_remove(i))
         });
         if let Some(r) = found {
-            r.mon.release(r.owed, r.chardev_too);
+            // SAFETY: a bottom half of the main loop's iohandler context.
+            unsafe { MainLoop::enter(|ml| r.mon.release(ml, r.owed, r.chardev_too)) };
         }
     }
     // SAFETY: the dispatcher hands back a removed monitor, which lives
     // until release_bh releases it.
     let serial = unsafe { Monitor::from_raw(mon) }.serial();
-    in_main_loop_bh(release_bh, serial_opaque(serial), c"monitor_qmp_release_removed");
+    in_main_loop_bh(
+        release_bh,
+        serial_opaque(serial),
+        c"monitor_qmp_release_removed",
+    );
 }
 
 /// At exit, once the dispatcher has stopped: releases the monitors it
 /// did not hand back.
-pub fn release_all_after_reply() {
+pub fn release_all_after_reply(ml: MainLoop<'_>) {
     for r in AFTER_REPLY.take() {
-        r.mon.release(r.owed, r.chardev_too);
+        r.mon.release(ml, r.owed, r.chardev_too);
     }
 }
 
@@ -326,11 +351,14 @@ pub fn client_closed(mon: NonNull<sys::Monitor>) {
     unsafe extern "C" fn closed_bh(opaque: *mut c_void) {
         let serial = opaque_serial(opaque);
         let list = MonitorList::lock();
-        let Some(found) = list.iter().find(|m| m.serial() == serial) else { return };
+        let Some(found) = list.iter().find(|m| m.serial() == serial) else {
+            return;
+        };
         let mon = list.unlink(found);
         drop(list);
         let removal = Removal::plan(Cause::ClientLeft, mon.dispatcher_holds(), true);
-        mon.finish(removal);
+        // SAFETY: a bottom half of the main loop's iohandler context.
+        unsafe { MainLoop::enter(|ml| mon.finish(ml, removal)) };
     }
     // SAFETY: the CHR_EVENT_CLOSED handler runs on a live monitor.
     let serial = unsafe { Monitor::from_raw(mon) }.serial();

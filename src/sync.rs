@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! [`MutexGuard`]: a `QemuMutex` held for the length of a borrow.
 
-use crate::bindings as sys;
-use crate::opaque::Opaque;
+use crate::{bindings as sys, opaque::Opaque};
 
 /// Holds a `QemuMutex` until dropped, in the thread that took it.
 pub struct MutexGuard<'a> {

@@ -1,16 +1,42 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! [`run_in`]: a closure run in another thread's AioContext, waited for.
+//! [`MainLoop`]: proof of running in the main loop thread with the BQL,
+//! outside coroutine context; [`run_in`]: a closure run in another
+//! thread's AioContext, waited for.
 
-use std::ffi::c_void;
-use std::ptr;
+use std::{ffi::c_void, marker::PhantomData, ptr};
 
 use crate::bindings as sys;
 
+/// Proof that the code holding it runs in the main loop thread with the
+/// BQL, outside coroutine context, for `'a`: there chardevs and
+/// monitors are created and deleted, and the thread may wait for the
+/// monitor I/O thread.  Not `Send`: the proof is about this thread.
+#[derive(Clone, Copy)]
+pub struct MainLoop<'a>(PhantomData<&'a *mut ()>);
+
+impl MainLoop<'_> {
+    /// Runs `f` with the proof; what `f` borrows under it cannot escape.
+    ///
+    /// # Safety
+    /// The caller runs in the main loop thread with the BQL, outside
+    /// coroutine context, and does not return to the main loop before
+    /// `f` returns.
+    pub unsafe fn enter<R>(f: impl for<'a> FnOnce(MainLoop<'a>) -> R) -> R {
+        // SAFETY: both only read the calling thread's state.
+        debug_assert!(unsafe { sys::bql_locked() && !sys::qemu_in_coroutine() });
+        f(MainLoop(PhantomData))
+    }
+}
+
 /// Runs `f` in the thread that owns `ctx`, waits for it and returns its
-/// result.  `f` and its result cross threads, hence `Send`.  Must be
-/// called from the main loop thread outside coroutine context
-/// (aio_wait_bh_oneshot's rule).
-pub fn run_in<R: Send, F: FnOnce() -> R + Send>(ctx: *mut sys::AioContext, f: F) -> R {
+/// result.  `f` and its result cross threads, hence `Send`.  Waiting is
+/// allowed in the main loop thread outside coroutine context only
+/// (aio_wait_bh_oneshot's rule), hence `MainLoop`.
+pub fn run_in<R: Send, F: FnOnce() -> R + Send>(
+    _: MainLoop<'_>,
+    ctx: *mut sys::AioContext,
+    f: F,
+) -> R {
     enum Slot<F, R> {
         Call(F),
         Done(R),

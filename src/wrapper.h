@@ -14,6 +14,7 @@
 #include "qapi/error.h"
 #include "qapi/qapi-commands-char.h"
 #include "qapi/qapi-commands-control.h"
+#include "qemu/coroutine.h"
 #include "qemu/error-report.h"
 #include "qemu/id.h"
 #include "qemu/main-loop.h"

@@ -12,8 +12,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use common::{seed, Qemu, Qmp, Rng, Watchdog};
 use serde_json::{json, Value};
@@ -41,7 +43,8 @@ const RSS_SLACK_KB: u64 = 512;
 /// generator makes few of them (about 1 in 200 requests).
 const HUGE: usize = 100 * 1024;
 
-const RULE: &str = "an id must start with a letter and contain only letters, digits, '-', '.' and '_'";
+const RULE: &str =
+    "an id must start with a letter and contain only letters, digits, '-', '.' and '_'";
 
 /// An id as the crate's messages show it: cut after 64 characters.
 fn shown(s: &str) -> String {
@@ -126,15 +129,52 @@ fn json_str(rng: &mut Rng, s: &str) -> String {
     out
 }
 
-const WRONG_TYPES: &[&str] =
-    &["0", "-1", "1.5", "1e400", "true", "false", "null", "[]", "[\"x\"]", "{}", "{\"a\": 1}", "[[[[[[1]]]]]]"];
-const NOT_BOOL: &[&str] = &["0", "1", "1.5", "null", "[]", "{}", "\"true\"", "\"yes\"", "\"\""];
-const EXTRA_KEYS: &[&str] = &["bogus", "ID", "Chardev", "close_action", "pretty ", "", "é", "arguments", "execute"];
-const BAD_ACTIONS: &[&str] = &["NONE", "Delete", "delete ", "", "remove", "é", "😀", "none,delete"];
+const WRONG_TYPES: &[&str] = &[
+    "0",
+    "-1",
+    "1.5",
+    "1e400",
+    "true",
+    "false",
+    "null",
+    "[]",
+    "[\"x\"]",
+    "{}",
+    "{\"a\": 1}",
+    "[[[[[[1]]]]]]",
+];
+const NOT_BOOL: &[&str] = &[
+    "0", "1", "1.5", "null", "[]", "{}", "\"true\"", "\"yes\"", "\"\"",
+];
+const EXTRA_KEYS: &[&str] = &[
+    "bogus",
+    "ID",
+    "Chardev",
+    "close_action",
+    "pretty ",
+    "",
+    "é",
+    "arguments",
+    "execute",
+];
+const BAD_ACTIONS: &[&str] = &[
+    "NONE",
+    "Delete",
+    "delete ",
+    "",
+    "remove",
+    "é",
+    "😀",
+    "none,delete",
+];
 
 impl Gen {
     fn new(seed: u64, world: World) -> Self {
-        Gen { rng: Rng::new(seed), world, serial: 0 }
+        Gen {
+            rng: Rng::new(seed),
+            world,
+            serial: 0,
+        }
     }
 
     fn random_chars(&mut self, pool: &[char], len: usize) -> String {
@@ -156,19 +196,23 @@ impl Gen {
     /// `nul_id`).
     fn invalid_id(&mut self) -> String {
         const FIXED: &[&str] = &[
-            "", "1abc", "-x", "_x", ".x", "a b", "a/b", "a,b", "a:b", "a@b", "é", "aé", "中文", "😀", "a\tb", "a\nb",
-            "\u{1}", "a\u{7f}", "a\"b", "a\\b", "x=y", "a'b",
+            "", "1abc", "-x", "_x", ".x", "a b", "a/b", "a,b", "a:b", "a@b", "é", "aé", "中文",
+            "😀", "a\tb", "a\nb", "\u{1}", "a\u{7f}", "a\"b", "a\\b", "x=y", "a'b",
         ];
         match self.rng.below(120) {
             0 => format!("9{}", "0".repeat(HUGE)),
             1 => "é".repeat(HUGE / 2),
             2..=40 => {
-                const POOL: &[char] = &['a', '1', ' ', 'é', '/', '!', '😀', '\u{3}', '-', '中', '\''];
+                const POOL: &[char] =
+                    &['a', '1', ' ', 'é', '/', '!', '😀', '\u{3}', '-', '中', '\''];
                 let len = self.rng.range(1, 40);
                 let s = self.random_chars(POOL, len);
                 // A random one may be well formed after all.
                 let c0 = s.chars().next().expect("non-empty");
-                if c0.is_ascii_alphabetic() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+                if c0.is_ascii_alphabetic()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+                {
                     format!("{s}!")
                 } else {
                     s
@@ -204,12 +248,22 @@ impl Gen {
 
     /// {"execute": cmd, "arguments": {...}, "id": ...} from raw JSON
     /// texts of the members.
-    fn request(&mut self, cmd: &str, members: &[(String, String)], oob: bool) -> (String, Option<Value>) {
-        let args: Vec<String> =
-            members.iter().map(|(k, v)| format!("{}: {v}", serde_json::to_string(k).expect("key"))).collect();
+    fn request(
+        &mut self,
+        cmd: &str,
+        members: &[(String, String)],
+        oob: bool,
+    ) -> (String, Option<Value>) {
+        let args: Vec<String> = members
+            .iter()
+            .map(|(k, v)| format!("{}: {v}", serde_json::to_string(k).expect("key")))
+            .collect();
         let id = self.next_id();
         let key = if oob { "exec-oob" } else { "execute" };
-        let mut text = format!("{{\"{key}\": \"{cmd}\", \"arguments\": {{{}}}", args.join(", "));
+        let mut text = format!(
+            "{{\"{key}\": \"{cmd}\", \"arguments\": {{{}}}",
+            args.join(", ")
+        );
         if let Some(id) = &id {
             text.push_str(&format!(", \"id\": {id}"));
         }
@@ -218,7 +272,11 @@ impl Gen {
     }
 
     fn generate(&mut self) -> Req {
-        let to = if self.rng.chance(1, 2) { To::Mgr } else { To::Fuzz };
+        let to = if self.rng.chance(1, 2) {
+            To::Mgr
+        } else {
+            To::Fuzz
+        };
         let mut req = match self.rng.below(100) {
             0..=29 => self.add_bad_arguments(),
             30..=54 => self.add_bad_values(),
@@ -231,7 +289,8 @@ impl Gen {
         req.to = to;
         // On the OOB-enabled monitor, exec-oob of these commands is
         // refused before the arguments are looked at.
-        if to == To::Fuzz && !["envelope", "json"].contains(&req.category) && self.rng.chance(1, 8) {
+        if to == To::Fuzz && !["envelope", "json"].contains(&req.category) && self.rng.chance(1, 8)
+        {
             let text = String::from_utf8(req.bytes).expect("utf-8");
             let cmd = ["monitor-add", "monitor-remove", "query-monitors"]
                 .into_iter()
@@ -245,7 +304,14 @@ impl Gen {
     }
 
     fn req(&self, text: String, id: Option<Value>, expect: Expect, category: &'static str) -> Req {
-        Req { to: To::Mgr, bytes: text.into_bytes(), expect, id, garbage: false, category }
+        Req {
+            to: To::Mgr,
+            bytes: text.into_bytes(),
+            expect,
+            id,
+            garbage: false,
+            category,
+        }
     }
 
     /// monitor-add with members missing, mistyped or unexpected.
@@ -264,11 +330,18 @@ impl Gen {
                     0 => note(format!("Parameter '{name}' is missing"), &mut first_error),
                     1 => {
                         members.push((name.to_owned(), self.rng.pick(WRONG_TYPES).to_string()));
-                        note(format!("Invalid parameter type for '{name}', expected: string"), &mut first_error);
+                        note(
+                            format!("Invalid parameter type for '{name}', expected: string"),
+                            &mut first_error,
+                        );
                     }
                     _ => {
                         let _ = mandatory;
-                        let v = if name == "id" { self.fresh_id() } else { self.missing_chardev() };
+                        let v = if name == "id" {
+                            self.fresh_id()
+                        } else {
+                            self.missing_chardev()
+                        };
                         members.push((name.to_owned(), json_str(&mut self.rng, &v)));
                     }
                 }
@@ -276,21 +349,33 @@ impl Gen {
             match self.rng.below(3) {
                 0 => {
                     members.push(("pretty".into(), self.rng.pick(NOT_BOOL).to_string()));
-                    note("Invalid parameter type for 'pretty', expected: boolean".into(), &mut first_error);
+                    note(
+                        "Invalid parameter type for 'pretty', expected: boolean".into(),
+                        &mut first_error,
+                    );
                 }
-                1 => members.push(("pretty".into(), self.rng.pick(&["true", "false"]).to_string())),
+                1 => members.push((
+                    "pretty".into(),
+                    self.rng.pick(&["true", "false"]).to_string(),
+                )),
                 _ => {}
             }
             match self.rng.below(4) {
                 0 => {
                     let t = *self.rng.pick(WRONG_TYPES);
                     members.push(("close-action".into(), t.to_string()));
-                    note("Invalid parameter type for 'close-action', expected: string".into(), &mut first_error);
+                    note(
+                        "Invalid parameter type for 'close-action', expected: string".into(),
+                        &mut first_error,
+                    );
                 }
                 1 => {
                     let a = *self.rng.pick(BAD_ACTIONS);
                     members.push(("close-action".into(), json_str(&mut self.rng, a)));
-                    note(format!("Parameter 'close-action' does not accept value '{a}'"), &mut first_error);
+                    note(
+                        format!("Parameter 'close-action' does not accept value '{a}'"),
+                        &mut first_error,
+                    );
                 }
                 2 => {
                     let a = self.rng_action();
@@ -326,7 +411,10 @@ impl Gen {
         };
         let (chardev, chr_kind) = match self.rng.below(3) {
             0 => (self.missing_chardev(), 'm'),
-            1 => (self.rng.pick(&self.world.busy_chardevs.clone()).to_string(), 'b'),
+            1 => (
+                self.rng.pick(&self.world.busy_chardevs.clone()).to_string(),
+                'b',
+            ),
             // The free chardev only with an id that is refused first.
             _ if id_kind != 'f' => (self.world.free_chardev.to_owned(), 'f'),
             _ => (self.missing_chardev(), 'm'),
@@ -338,7 +426,9 @@ impl Gen {
             ('n', _) => Expect::Prefix("GenericError", "Invalid monitor id 'a".into()),
             ('u', _) => exact(format!("Monitor id '{id}' is already in use")),
             (_, 'm') => exact(format!("Chardev '{}' not found", shown(&chardev))),
-            (_, 'b') => exact(format!("Chardev '{chardev}' is already in use by another frontend")),
+            (_, 'b') => exact(format!(
+                "Chardev '{chardev}' is already in use by another frontend"
+            )),
             _ => unreachable!("would succeed"),
         };
         let mut members = vec![
@@ -361,18 +451,27 @@ impl Gen {
         let (members, expect) = match self.rng.below(3) {
             0 => {
                 let k = *self.rng.pick(&["ID", "chardev", "name", "bogus"]);
-                (vec![(k.to_owned(), "\"x\"".to_owned())], "Parameter 'id' is missing".to_owned())
+                (
+                    vec![(k.to_owned(), "\"x\"".to_owned())],
+                    "Parameter 'id' is missing".to_owned(),
+                )
             }
             1 => {
                 let t = *self.rng.pick(WRONG_TYPES);
-                (vec![("id".to_owned(), t.to_owned())], "Invalid parameter type for 'id', expected: string".to_owned())
+                (
+                    vec![("id".to_owned(), t.to_owned())],
+                    "Invalid parameter type for 'id', expected: string".to_owned(),
+                )
             }
             _ => {
                 // Extra member next to an id no monitor has.
                 let k = *self.rng.pick(EXTRA_KEYS);
                 let id = format!("gone{}", self.rng.below(1000));
                 (
-                    vec![("id".to_owned(), format!("\"{id}\"")), (k.to_owned(), "true".to_owned())],
+                    vec![
+                        ("id".to_owned(), format!("\"{id}\"")),
+                        (k.to_owned(), "true".to_owned()),
+                    ],
                     format!("Parameter '{k}' is unexpected"),
                 )
             }
@@ -385,7 +484,9 @@ impl Gen {
         let (id, expect) = match self.rng.below(6) {
             0 => {
                 let id = self.rng.pick(&self.world.hmp_ids.clone()).to_string();
-                let e = exact(format!("Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"));
+                let e = exact(format!(
+                    "Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"
+                ));
                 (id, e)
             }
             1 => {
@@ -393,7 +494,10 @@ impl Gen {
                 let e = exact(format!("No monitor with id '{}'", shown(&id)));
                 (id, e)
             }
-            2 => ("a\u{0}".to_owned(), Expect::Prefix("GenericError", "No monitor with id 'a".into())),
+            2 => (
+                "a\u{0}".to_owned(),
+                Expect::Prefix("GenericError", "No monitor with id 'a".into()),
+            ),
             _ => {
                 let id = self.fresh_id();
                 let e = exact(format!("No monitor with id '{}'", shown(&id)));
@@ -409,17 +513,30 @@ impl Gen {
         let k = *self.rng.pick(&["id", "x", "", "é", "mode"]);
         let v = *self.rng.pick(WRONG_TYPES);
         let (text, id) = self.request("query-monitors", &[(k.to_owned(), v.to_owned())], false);
-        self.req(text, id, exact(format!("Parameter '{k}' is unexpected")), "query-monitors arguments")
+        self.req(
+            text,
+            id,
+            exact(format!("Parameter '{k}' is unexpected")),
+            "query-monitors arguments",
+        )
     }
 
     /// Errors of the QMP envelope around the three commands.
     fn envelope(&mut self, to: To) -> Req {
-        let cmd = *self.rng.pick(&["monitor-add", "monitor-remove", "query-monitors"]);
+        let cmd = *self
+            .rng
+            .pick(&["monitor-add", "monitor-remove", "query-monitors"]);
         let id = self.next_id();
-        let id_member = id.as_ref().map(|id| format!(", \"id\": {id}")).unwrap_or_default();
+        let id_member = id
+            .as_ref()
+            .map(|id| format!(", \"id\": {id}"))
+            .unwrap_or_default();
         let (text, expect, echoed) = match self.rng.below(5) {
             0 => {
-                let a = *self.rng.pick(&["\"str\"", "[]", "[{\"id\": \"x\"}]", "1", "null", "true"]);
+                let a =
+                    *self
+                        .rng
+                        .pick(&["\"str\"", "[]", "[{\"id\": \"x\"}]", "1", "null", "true"]);
                 (
                     format!("{{\"execute\": \"{cmd}\", \"arguments\": {a}{id_member}}}\n"),
                     exact("QMP input member 'arguments' must be an object"),
@@ -445,7 +562,10 @@ impl Gen {
                 ]);
                 (
                     format!("{{\"execute\": \"{name}\"{id_member}}}\n"),
-                    Expect::Prefix("CommandNotFound", format!("The command {name} has not been found")),
+                    Expect::Prefix(
+                        "CommandNotFound",
+                        format!("The command {name} has not been found"),
+                    ),
                     true,
                 )
             }
@@ -470,7 +590,14 @@ impl Gen {
             }
         };
         let _ = echoed;
-        Req { to, bytes: text.into_bytes(), expect, id, garbage: false, category: "envelope" }
+        Req {
+            to,
+            bytes: text.into_bytes(),
+            expect,
+            id,
+            garbage: false,
+            category: "envelope",
+        }
     }
 
     /// Text that is not valid JSON (or barely is): the JSON parser's
@@ -535,7 +662,14 @@ impl Gen {
         };
         let mut bytes = bytes;
         bytes.push(b'\n');
-        Req { to: To::Mgr, bytes, expect, id: None, garbage, category: "json" }
+        Req {
+            to: To::Mgr,
+            bytes,
+            expect,
+            id: None,
+            garbage,
+            category: "json",
+        }
     }
 }
 
@@ -547,13 +681,22 @@ fn shuffle<T>(rng: &mut Rng, v: &mut [T]) {
 }
 
 fn check_error(rsp: &Value, expect: &Expect, what: &str) {
-    let err = rsp.get("error").unwrap_or_else(|| panic!("{what}: not an error: {}", cut(rsp)));
-    let desc = err["desc"].as_str().unwrap_or_else(|| panic!("{what}: no desc: {}", cut(rsp)));
+    let err = rsp
+        .get("error")
+        .unwrap_or_else(|| panic!("{what}: not an error: {}", cut(rsp)));
+    let desc = err["desc"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no desc: {}", cut(rsp)));
     assert!(!desc.is_empty(), "{what}: empty desc");
     match expect {
         Expect::Exact(text) => {
             assert_eq!(err["class"], "GenericError", "{what}: {}", cut(rsp));
-            assert!(desc == text, "{what}:\n  got  {}\n  want {}", cut_str(desc), cut_str(text));
+            assert!(
+                desc == text,
+                "{what}:\n  got  {}\n  want {}",
+                cut_str(desc),
+                cut_str(text)
+            );
         }
         Expect::Prefix(class, start) => {
             assert_eq!(err["class"], *class, "{what}: {}", cut(rsp));
@@ -569,7 +712,11 @@ fn check_error(rsp: &Value, expect: &Expect, what: &str) {
 
 fn cut_str(s: &str) -> String {
     if s.len() > 300 {
-        format!("{}... ({} bytes)", &s[..s.char_indices().nth(300).map_or(s.len(), |(i, _)| i)], s.len())
+        format!(
+            "{}... ({} bytes)",
+            &s[..s.char_indices().nth(300).map_or(s.len(), |(i, _)| i)],
+            s.len()
+        )
     } else {
         s.to_owned()
     }
@@ -582,27 +729,48 @@ fn cut(v: &Value) -> String {
 /// Sends `req` and checks the error it gets.  JSON garbage is followed
 /// by a sync command, and every reply up to the sync's is an error.
 fn exchange(q: &mut Qmp, req: &Req, n: usize) {
-    let what = format!("request {n} ({}) {}", req.category, cut_str(&String::from_utf8_lossy(&req.bytes)));
+    let what = format!(
+        "request {n} ({}) {}",
+        req.category,
+        cut_str(&String::from_utf8_lossy(&req.bytes))
+    );
     q.send_bytes(&req.bytes);
     if req.garbage {
-        q.send_raw(&format!("{{\"execute\": \"query-name\", \"id\": \"sync-{n}\"}}\n"));
-        let first = q.recv_reply_awaiting(&format!("the reply to {what}")).unwrap_or_else(|| panic!("{what}: EOF"));
+        q.send_raw(&format!(
+            "{{\"execute\": \"query-name\", \"id\": \"sync-{n}\"}}\n"
+        ));
+        let first = q
+            .recv_reply_awaiting(&format!("the reply to {what}"))
+            .unwrap_or_else(|| panic!("{what}: EOF"));
         check_error(&first, &req.expect, &what);
         loop {
-            let rsp = q.recv_reply_awaiting(&format!("the reply to {what}")).unwrap_or_else(|| panic!("{what}: EOF"));
+            let rsp = q
+                .recv_reply_awaiting(&format!("the reply to {what}"))
+                .unwrap_or_else(|| panic!("{what}: EOF"));
             if rsp["id"] == json!(format!("sync-{n}")) {
                 assert_eq!(rsp["return"], json!({}), "{what}");
                 break;
             }
             // What the parser makes of the rest of the line.
-            assert!(rsp.get("error").is_some(), "{what}: a request ran: {}", cut(&rsp));
+            assert!(
+                rsp.get("error").is_some(),
+                "{what}: a request ran: {}",
+                cut(&rsp)
+            );
         }
         return;
     }
-    let rsp = q.recv_reply_awaiting(&format!("the reply to {what}")).unwrap_or_else(|| panic!("{what}: EOF"));
+    let rsp = q
+        .recv_reply_awaiting(&format!("the reply to {what}"))
+        .unwrap_or_else(|| panic!("{what}: EOF"));
     check_error(&rsp, &req.expect, &what);
     match &req.id {
-        Some(id) => assert_eq!(rsp.get("id"), Some(id), "{what}: id not echoed: {}", cut(&rsp)),
+        Some(id) => assert_eq!(
+            rsp.get("id"),
+            Some(id),
+            "{what}: id not echoed: {}",
+            cut(&rsp)
+        ),
         None => assert!(rsp.get("id").is_none(), "{what}: {}", cut(&rsp)),
     }
 }
@@ -629,9 +797,11 @@ fn hostile_requests_get_errors_and_change_nothing() {
     let ids = qemu.ids();
     assert_eq!(ids, ["compat_monitor0", "hmp0", "compat_monitor1", "qmp1"]);
     let path = qemu.sock("free0");
-    qemu.mgr.ok("chardev-add", common::socket_chardev("free0", &path));
+    qemu.mgr
+        .ok("chardev-add", common::socket_chardev("free0", &path));
     let path = qemu.sock("busy0");
-    qemu.mgr.ok("chardev-add", common::socket_chardev("busy0", &path));
+    qemu.mgr
+        .ok("chardev-add", common::socket_chardev("busy0", &path));
     qemu.monitor_add("dyn0", "busy0");
     let mut fuzz = qemu.dynamic_client("fz", &["oob"]);
     // A monitor that existed once.
@@ -639,9 +809,23 @@ fn hostile_requests_get_errors_and_change_nothing() {
     qemu.monitor_remove("gone0");
 
     let world = World {
-        ids_in_use: vec!["compat_monitor0", "hmp0", "compat_monitor1", "qmp1", "dyn0", "fz"],
+        ids_in_use: vec![
+            "compat_monitor0",
+            "hmp0",
+            "compat_monitor1",
+            "qmp1",
+            "dyn0",
+            "fz",
+        ],
         hmp_ids: vec!["hmp0", "compat_monitor1"],
-        busy_chardevs: vec!["compat_monitor0", "h0", "compat_monitor1", "q1", "busy0", "fz-chr"],
+        busy_chardevs: vec![
+            "compat_monitor0",
+            "h0",
+            "compat_monitor1",
+            "q1",
+            "busy0",
+            "fz-chr",
+        ],
         free_chardev: "free0",
     };
     let mut gen = Gen::new(g_seed, world);
@@ -650,14 +834,22 @@ fn hostile_requests_get_errors_and_change_nothing() {
     // Warm-up: huge requests on both monitors (they count).
     for q in [&mut qemu.mgr, &mut fuzz] {
         let long = "z".repeat(HUGE);
-        q.err("monitor-remove", json!({"id": long}), &format!("No monitor with id '{}'", shown(&long)));
+        q.err(
+            "monitor-remove",
+            json!({"id": long}),
+            &format!("No monitor with id '{}'", shown(&long)),
+        );
         let bad = format!("9{}", "é".repeat(HUGE / 2));
         q.err(
             "monitor-add",
             json!({"id": bad, "chardev": "free0"}),
             &format!("Invalid monitor id '{}': {RULE}", shown(&bad)),
         );
-        q.err("monitor-add", json!({"id": "x", "chardev": long}), &format!("Chardev '{}' not found", shown(&long)));
+        q.err(
+            "monitor-add",
+            json!({"id": "x", "chardev": long}),
+            &format!("Chardev '{}' not found", shown(&long)),
+        );
         *per_category.entry("huge warm-up").or_default() += 3;
         sent += 3;
     }
@@ -672,8 +864,16 @@ fn hostile_requests_get_errors_and_change_nothing() {
             qemu.monitor_add(&id, "free0");
             qemu.monitor_remove(&id);
             for _ in 0..gen.rng.range(1, 2) {
-                let q = if gen.rng.chance(1, 2) { &mut qemu.mgr } else { &mut fuzz };
-                q.err("monitor-remove", json!({"id": id}), &format!("No monitor with id '{id}'"));
+                let q = if gen.rng.chance(1, 2) {
+                    &mut qemu.mgr
+                } else {
+                    &mut fuzz
+                };
+                q.err(
+                    "monitor-remove",
+                    json!({"id": id}),
+                    &format!("No monitor with id '{id}'"),
+                );
                 *per_category.entry("double removal").or_default() += 1;
                 sent += 1;
             }
@@ -691,12 +891,19 @@ fn hostile_requests_get_errors_and_change_nothing() {
             start.rss_kb = qemu.rss_kb();
         }
         if sent % 500 == 0 {
-            assert_eq!(qemu.mgr.ok("query-monitors", json!({})), start.monitors, "after {sent} requests");
+            assert_eq!(
+                qemu.mgr.ok("query-monitors", json!({})),
+                start.monitors,
+                "after {sent} requests"
+            );
         }
     }
     let mut cats: Vec<_> = per_category.into_iter().collect();
     cats.sort();
-    eprintln!("bad_input: {sent} requests in {:.1} s: {cats:?}", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "bad_input: {sent} requests in {:.1} s: {cats:?}",
+        t0.elapsed().as_secs_f64()
+    );
     qemu.check_against(&start, RSS_SLACK_KB, "bad_input");
     // The fuzzing monitor is still fine, and so is the manager.
     assert_eq!(fuzz.ok("query-name", json!({})), json!({}));
@@ -721,17 +928,34 @@ fn repeated_errors_keep_rss_flat() {
     ]);
     let wd = Watchdog::arm("repeated_errors", qemu.pid(), Duration::from_secs(600));
     let path = qemu.sock("free0");
-    qemu.mgr.ok("chardev-add", common::socket_chardev("free0", &path));
+    qemu.mgr
+        .ok("chardev-add", common::socket_chardev("free0", &path));
     let cases = [
-        ("monitor-add", json!({"id": "1abc", "chardev": "free0"}), format!("Invalid monitor id '1abc': {RULE}")),
-        ("monitor-add", json!({"id": "hmp0", "chardev": "free0"}), "Monitor id 'hmp0' is already in use".to_owned()),
-        ("monitor-add", json!({"id": "m1", "chardev": "nochr"}), "Chardev 'nochr' not found".to_owned()),
+        (
+            "monitor-add",
+            json!({"id": "1abc", "chardev": "free0"}),
+            format!("Invalid monitor id '1abc': {RULE}"),
+        ),
+        (
+            "monitor-add",
+            json!({"id": "hmp0", "chardev": "free0"}),
+            "Monitor id 'hmp0' is already in use".to_owned(),
+        ),
+        (
+            "monitor-add",
+            json!({"id": "m1", "chardev": "nochr"}),
+            "Chardev 'nochr' not found".to_owned(),
+        ),
         (
             "monitor-add",
             json!({"id": "m1", "chardev": "h0"}),
             "Chardev 'h0' is already in use by another frontend".to_owned(),
         ),
-        ("monitor-remove", json!({"id": "m1"}), "No monitor with id 'm1'".to_owned()),
+        (
+            "monitor-remove",
+            json!({"id": "m1"}),
+            "No monitor with id 'm1'".to_owned(),
+        ),
         (
             "monitor-remove",
             json!({"id": "hmp0"}),

@@ -10,7 +10,10 @@ use common::{wait_until, Qemu, Qmp};
 use serde_json::json;
 
 fn add_one_shot(qemu: &mut Qemu, id: &str, chardev: &str) {
-    qemu.mgr.ok("monitor-add", json!({"id": id, "chardev": chardev, "close-action": "delete"}));
+    qemu.mgr.ok(
+        "monitor-add",
+        json!({"id": id, "chardev": chardev, "close-action": "delete"}),
+    );
 }
 
 #[test]
@@ -20,14 +23,21 @@ fn disconnect_removes_monitor_and_chardev() {
     qemu.add_socket_chardev("c1");
     add_one_shot(&mut qemu, "m1", "c1");
     let list = qemu.mgr.ok("query-monitors", json!({}));
-    assert_eq!(list[1], json!({"id": "m1", "mode": "control", "chardev": "c1", "dynamic": true, "close-action": "delete"}));
+    assert_eq!(
+        list[1],
+        json!({"id": "m1", "mode": "control", "chardev": "c1", "dynamic": true, "close-action": "delete"})
+    );
     assert_eq!(list[0]["close-action"], "none");
     let mut client = Qmp::connect(&qemu.sock("c1"));
     client.handshake(&[]);
     drop(client);
     wait_until("m1 to go", || qemu.ids() == ["compat_monitor0"]);
     wait_until("c1 to go", || qemu.chardev_labels() == chardevs_before);
-    qemu.mgr.err("monitor-remove", json!({"id": "m1"}), "No monitor with id 'm1'");
+    qemu.mgr.err(
+        "monitor-remove",
+        json!({"id": "m1"}),
+        "No monitor with id 'm1'",
+    );
     assert!(qemu.quit().success());
 }
 
@@ -88,7 +98,9 @@ fn vmspawn_one_shot_sessions_leave_nothing_behind() {
         drop(client);
     }
     wait_until("all sessions to go", || qemu.ids() == ["compat_monitor0"]);
-    wait_until("all chardevs to go", || qemu.chardev_labels() == chardevs_before);
+    wait_until("all chardevs to go", || {
+        qemu.chardev_labels() == chardevs_before
+    });
     wait_until("fds back to the start", || qemu.fds().len() == fds_before);
     assert!(qemu.quit().success());
 }
@@ -101,13 +113,21 @@ fn close_racing_an_explicit_removal_removes_once() {
         let client = Qmp::from_fd(vmspawn_session(&mut qemu, &name));
         // The client leaves while the manager removes the monitor.
         drop(client);
-        let rsp = qemu.mgr.call(json!({"execute": "monitor-remove", "arguments": {"id": name}}));
+        let rsp = qemu
+            .mgr
+            .call(json!({"execute": "monitor-remove", "arguments": {"id": name}}));
         if rsp.get("return").is_some() {
             // The manager won: the chardev is the manager's to remove.
             qemu.mgr.ok("chardev-remove", json!({"id": name}));
         } else {
-            assert_eq!(rsp["error"]["desc"], format!("No monitor with id '{name}'"), "{rsp}");
-            wait_until("the one-shot chardev to go", || !qemu.chardev_labels().contains(&name));
+            assert_eq!(
+                rsp["error"]["desc"],
+                format!("No monitor with id '{name}'"),
+                "{rsp}"
+            );
+            wait_until("the one-shot chardev to go", || {
+                !qemu.chardev_labels().contains(&name)
+            });
         }
     }
     assert_eq!(qemu.ids(), ["compat_monitor0"]);
@@ -121,7 +141,8 @@ fn events_during_deletion_and_quit_with_sessions_attached() {
     for round in 0..50 {
         let mut client = Qmp::from_fd(vmspawn_session(&mut qemu, &format!("e{round}")));
         client.handshake(&[]);
-        qemu.mgr.ok(if round % 2 == 0 { "stop" } else { "cont" }, json!({}));
+        qemu.mgr
+            .ok(if round % 2 == 0 { "stop" } else { "cont" }, json!({}));
         if round % 5 == 0 {
             keep.push(client); // still connected at quit
         }

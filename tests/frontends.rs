@@ -10,7 +10,10 @@ use common::{open_pty, Qemu, Qmp};
 use serde_json::json;
 
 fn add_pty(qemu: &mut Qemu, id: &str) -> String {
-    let ret = qemu.mgr.ok("chardev-add", json!({"id": id, "backend": {"type": "pty", "data": {}}}));
+    let ret = qemu.mgr.ok(
+        "chardev-add",
+        json!({"id": id, "backend": {"type": "pty", "data": {}}}),
+    );
     ret["pty"].as_str().expect("pty path").to_owned()
 }
 
@@ -28,13 +31,21 @@ fn a_pty_opened_before_monitor_add_gets_one_greeting() {
         let mut client = Qmp::from_fd(open_pty(&path));
         qemu.monitor_add("m", &id);
         client.handshake(&[]);
-        assert_eq!(client.ok("query-name", json!({})), json!({}), "round {round}");
+        assert_eq!(
+            client.ok("query-name", json!({})),
+            json!({}),
+            "round {round}"
+        );
         // Removed and added again while the client holds the slave open:
         // the new monitor finds the backend open and greets once.
         qemu.monitor_remove("m");
         qemu.monitor_add("m", &id);
         client.handshake(&[]);
-        assert_eq!(client.ok("query-name", json!({})), json!({}), "round {round}");
+        assert_eq!(
+            client.ok("query-name", json!({})),
+            json!({}),
+            "round {round}"
+        );
         qemu.monitor_remove("m");
         drop(client);
         qemu.mgr.ok("chardev-remove", json!({"id": id}));
@@ -62,10 +73,23 @@ fn a_mux_with_a_command_line_frontend_is_in_use() {
         "-mon",
         "chardev=c0,mode=control,id=qmp0",
     ]);
-    qemu.mgr.err("monitor-add", json!({"id": "x", "chardev": "c0"}), &in_use("c0"));
+    qemu.mgr.err(
+        "monitor-add",
+        json!({"id": "x", "chardev": "c0"}),
+        &in_use("c0"),
+    );
     qemu.monitor_remove("qmp0");
-    qemu.mgr.err("monitor-add", json!({"id": "x", "chardev": "c0"}), &in_use("c0"));
-    let on_c0: Vec<_> = qemu.monitors().into_iter().filter(|m| m.2 == "c0").map(|m| m.0).collect();
+    qemu.mgr.err(
+        "monitor-add",
+        json!({"id": "x", "chardev": "c0"}),
+        &in_use("c0"),
+    );
+    let on_c0: Vec<_> = qemu
+        .monitors()
+        .into_iter()
+        .filter(|m| m.2 == "c0")
+        .map(|m| m.0)
+        .collect();
     assert_eq!(on_c0, ["hmp0"]);
     assert!(qemu.quit().success());
 }
@@ -76,18 +100,39 @@ fn a_mux_with_a_command_line_frontend_is_in_use() {
 fn a_dynamic_mux_takes_one_monitor_and_no_other_frontend_beside_it() {
     let mut qemu = Qemu::start(&[]);
     qemu.add_socket_chardev("s0");
-    qemu.mgr.ok("chardev-add", json!({"id": "mx", "backend": {"type": "mux", "data": {"chardev": "s0"}}}));
+    qemu.mgr.ok(
+        "chardev-add",
+        json!({"id": "mx", "backend": {"type": "mux", "data": {"chardev": "s0"}}}),
+    );
     qemu.monitor_add("qa", "mx");
-    qemu.mgr.err("monitor-add", json!({"id": "qb", "chardev": "mx"}), &in_use("mx"));
+    qemu.mgr.err(
+        "monitor-add",
+        json!({"id": "qb", "chardev": "mx"}),
+        &in_use("mx"),
+    );
     // A real frontend beside the monitor takes the focus; when it leaves,
     // the monitor is still there.
-    qemu.mgr.ok("object-add", json!({"qom-type": "rng-egd", "id": "rng0", "chardev": "mx"}));
+    qemu.mgr.ok(
+        "object-add",
+        json!({"qom-type": "rng-egd", "id": "rng0", "chardev": "mx"}),
+    );
     qemu.mgr.ok("object-del", json!({"id": "rng0"}));
-    qemu.mgr.err("monitor-add", json!({"id": "qb", "chardev": "mx"}), &in_use("mx"));
+    qemu.mgr.err(
+        "monitor-add",
+        json!({"id": "qb", "chardev": "mx"}),
+        &in_use("mx"),
+    );
     qemu.monitor_remove("qa");
     // The frontend alone makes the mux busy too.
-    qemu.mgr.ok("object-add", json!({"qom-type": "rng-egd", "id": "rng0", "chardev": "mx"}));
-    qemu.mgr.err("monitor-add", json!({"id": "qb", "chardev": "mx"}), &in_use("mx"));
+    qemu.mgr.ok(
+        "object-add",
+        json!({"qom-type": "rng-egd", "id": "rng0", "chardev": "mx"}),
+    );
+    qemu.mgr.err(
+        "monitor-add",
+        json!({"id": "qb", "chardev": "mx"}),
+        &in_use("mx"),
+    );
     qemu.mgr.ok("object-del", json!({"id": "rng0"}));
     qemu.monitor_add("qb", "mx");
     let mut client = Qmp::connect(&qemu.sock("s0"));

@@ -19,11 +19,11 @@
 //! - `QMH_STEPS=N`: steps per seed;
 //! - `QMH_SINGLE=1`: run the lanes one after the other, not in threads;
 //! - `QMH_SHRINK_SECS=T`: time budget for shrinking one failure;
-//! - `QMH_TOLERATE=Kind,...`: failures of these kinds (e.g. `Garbled`)
-//!   on a connection that ends anyway become notes, to look past a known
-//!   bug; never set by the Makefile;
-//! - `QMH_FUZZ_SEEDS=N`, `QMH_FUZZ_BASE=S`: `model_fuzz`'s seeds S..S+N
-//!   (the base defaults to the clock), `QMH_FUZZ_STEPS` their length.
+//! - `QMH_TOLERATE=Kind,...`: failures of these kinds (e.g. `Garbled`) on a
+//!   connection that ends anyway become notes, to look past a known bug; never
+//!   set by the Makefile;
+//! - `QMH_FUZZ_SEEDS=N`, `QMH_FUZZ_BASE=S`: `model_fuzz`'s seeds S..S+N (the
+//!   base defaults to the clock), `QMH_FUZZ_STEPS` their length.
 
 mod common;
 
@@ -77,22 +77,36 @@ fn run_seed(seed: u64, steps: usize, shrink_budget: Duration) -> Result<String, 
             t0.elapsed().as_secs_f64()
         )),
         Err(f) => {
-            eprintln!("seed {seed}: FAILED after {:.1} s: {f}", t0.elapsed().as_secs_f64());
-            eprintln!("seed {seed}: shrinking {} steps (budget {shrink_budget:?})", plan.len());
+            eprintln!(
+                "seed {seed}: FAILED after {:.1} s: {f}",
+                t0.elapsed().as_secs_f64()
+            );
+            eprintln!(
+                "seed {seed}: shrinking {} steps (budget {shrink_budget:?})",
+                plan.len()
+            );
             let s = shrink::shrink(&plan, &f, WORKERS, threaded, shrink_budget);
             let report = format!(
-                "seed {seed} (replay: QMH_SEED={seed} QMH_STEPS={steps}): {f}\n  \
-                 minimal sequence{} ({} of {} steps, {} runs, {}):\n{}  which fails with: {}",
+                "seed {seed} (replay: QMH_SEED={seed} QMH_STEPS={steps}): {f}\n  minimal \
+                 sequence{} ({} of {} steps, {} runs, {}):\n{}  which fails with: {}",
                 if s.partial { " found so far" } else { "" },
                 s.plan.len(),
                 plan.len(),
                 s.runs,
-                if s.threaded { "lanes in threads" } else { "lanes one after the other" },
+                if s.threaded {
+                    "lanes in threads"
+                } else {
+                    "lanes one after the other"
+                },
                 plan::show(&s.plan),
                 s.failure,
             );
             eprintln!("{report}");
-            Err(Found { seed, report, kind: f.kind })
+            Err(Found {
+                seed,
+                report,
+                kind: f.kind,
+            })
         }
     }
 }
@@ -108,12 +122,20 @@ fn run_seeds(what: &str, seeds: &[u64], steps: usize, shrink_budget: Duration) {
             Err(f) => found.push(f),
         }
     }
-    eprintln!("{what}: {} seeds in {:.1} s, {} failed", seeds.len(), t0.elapsed().as_secs_f64(), found.len());
+    eprintln!(
+        "{what}: {} seeds in {:.1} s, {} failed",
+        seeds.len(),
+        t0.elapsed().as_secs_f64(),
+        found.len()
+    );
     for n in failure::notes() {
         eprintln!("{what}: note: {n}");
     }
     if !found.is_empty() {
-        let kinds: Vec<String> = found.iter().map(|f| format!("seed {} ({:?})", f.seed, f.kind)).collect();
+        let kinds: Vec<String> = found
+            .iter()
+            .map(|f| format!("seed {} ({:?})", f.seed, f.kind))
+            .collect();
         let reports: Vec<&str> = found.iter().map(|f| f.report.as_str()).collect();
         panic!(
             "{what}: {} of {} seeds failed: {}\n\n{}",
@@ -141,7 +163,9 @@ fn model_random_steps() {
 #[test]
 #[ignore]
 fn model_fuzz() {
-    let steps = env("QMH_STEPS").or_else(|| env("QMH_FUZZ_STEPS")).unwrap_or(1000);
+    let steps = env("QMH_STEPS")
+        .or_else(|| env("QMH_FUZZ_STEPS"))
+        .unwrap_or(1000);
     let seeds: Vec<u64> = match env::<u64>("QMH_SEED") {
         Some(s) => vec![s],
         None => {

@@ -24,7 +24,10 @@ fn socket_monitor_runs_in_io_thread_with_oob() {
     assert!(rsp["return"].is_array(), "{rsp}");
     // A command that does not allow OOB is refused, as on any monitor.
     let rsp = client.call(json!({"exec-oob": "query-name", "id": 2}));
-    assert_eq!(rsp["error"]["desc"], "The command query-name does not support OOB");
+    assert_eq!(
+        rsp["error"]["desc"],
+        "The command query-name does not support OOB"
+    );
     qemu.monitor_remove("m1");
     client.expect_eof();
     assert!(qemu.quit().success());
@@ -33,7 +36,10 @@ fn socket_monitor_runs_in_io_thread_with_oob() {
 #[test]
 fn pty_monitor_talks_to_a_terminal_client() {
     let mut qemu = Qemu::start(&[]);
-    let ret = qemu.mgr.ok("chardev-add", json!({"id": "p1", "backend": {"type": "pty", "data": {}}}));
+    let ret = qemu.mgr.ok(
+        "chardev-add",
+        json!({"id": "p1", "backend": {"type": "pty", "data": {}}}),
+    );
     let pty = ret["pty"].as_str().expect("pty path").to_owned();
     qemu.monitor_add("m1", "p1");
     let mut client = Qmp::from_fd(open_pty(&pty));
@@ -52,14 +58,24 @@ fn pty_monitor_talks_to_a_terminal_client() {
 #[test]
 fn ringbuf_monitor_runs_in_main_loop() {
     let mut qemu = Qemu::start(&[]);
-    qemu.mgr.ok("chardev-add", json!({"id": "r1", "backend": {"type": "ringbuf", "data": {"size": 4096}}}));
+    qemu.mgr.ok(
+        "chardev-add",
+        json!({"id": "r1", "backend": {"type": "ringbuf", "data": {"size": 4096}}}),
+    );
     qemu.monitor_add("m1", "r1");
     // The greeting went into the ring buffer: no OOB off the I/O thread.
-    let out = qemu.mgr.ok("ringbuf-read", json!({"device": "r1", "size": 4096}));
-    let greeting: serde_json::Value = serde_json::from_str(out.as_str().expect("text").trim()).expect("JSON");
+    let out = qemu
+        .mgr
+        .ok("ringbuf-read", json!({"device": "r1", "size": 4096}));
+    let greeting: serde_json::Value =
+        serde_json::from_str(out.as_str().expect("text").trim()).expect("JSON");
     assert_eq!(greeting["QMP"]["capabilities"], json!([]));
     qemu.monitor_remove("m1");
-    qemu.mgr.err("monitor-remove", json!({"id": "m1"}), "No monitor with id 'm1'");
+    qemu.mgr.err(
+        "monitor-remove",
+        json!({"id": "m1"}),
+        "No monitor with id 'm1'",
+    );
     qemu.mgr.ok("chardev-remove", json!({"id": "r1"}));
     assert_eq!(qemu.ids(), ["compat_monitor0"]);
     assert!(qemu.quit().success());
@@ -72,12 +88,21 @@ fn self_removal_answers_earlier_requests_then_closes() {
     // One write: the request before the removal is answered, the
     // removal too, and the one after it is dropped with the connection.
     client.send_raw(concat!(
-        r#"{"execute": "query-name", "id": 1}"#, "\n",
-        r#"{"execute": "monitor-remove", "arguments": {"id": "m1"}, "id": 2}"#, "\n",
-        r#"{"execute": "query-status", "id": 3}"#, "\n",
+        r#"{"execute": "query-name", "id": 1}"#,
+        "\n",
+        r#"{"execute": "monitor-remove", "arguments": {"id": "m1"}, "id": 2}"#,
+        "\n",
+        r#"{"execute": "query-status", "id": 3}"#,
+        "\n",
     ));
-    assert_eq!(client.recv_reply_awaiting("reply 1").expect("reply 1"), json!({"return": {}, "id": 1}));
-    assert_eq!(client.recv_reply_awaiting("reply 2").expect("reply 2"), json!({"return": {}, "id": 2}));
+    assert_eq!(
+        client.recv_reply_awaiting("reply 1").expect("reply 1"),
+        json!({"return": {}, "id": 1})
+    );
+    assert_eq!(
+        client.recv_reply_awaiting("reply 2").expect("reply 2"),
+        json!({"return": {}, "id": 2})
+    );
     client.expect_eof();
     assert_eq!(qemu.ids(), ["compat_monitor0"]);
     assert!(qemu.quit().success());
@@ -100,7 +125,12 @@ fn events_reach_dynamic_monitors_until_removed() {
     a.ok("query-name", json!({}));
     assert_eq!(a.events.last().expect("event")["event"], "RESUME");
     b.expect_eof();
-    assert_eq!(b.events.len(), 1, "b got events after removal: {:?}", b.events);
+    assert_eq!(
+        b.events.len(),
+        1,
+        "b got events after removal: {:?}",
+        b.events
+    );
     assert!(qemu.quit().success());
 }
 
@@ -113,8 +143,16 @@ fn getfd_fds_are_closed_with_their_monitor() {
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (rd, wr) = (owned(fds[0]), owned(fds[1]));
     let before = qemu.fds();
-    client.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": "f1"}}), wr.as_raw_fd());
-    assert_eq!(client.recv_reply_awaiting("the reply to getfd").expect("getfd reply"), json!({"return": {}}));
+    client.send_with_fd(
+        &json!({"execute": "getfd", "arguments": {"fdname": "f1"}}),
+        wr.as_raw_fd(),
+    );
+    assert_eq!(
+        client
+            .recv_reply_awaiting("the reply to getfd")
+            .expect("getfd reply"),
+        json!({"return": {}})
+    );
     let pipe = std::fs::read_link(format!("/proc/self/fd/{}", wr.as_raw_fd())).expect("link");
     let pipe = pipe.display().to_string();
     assert_eq!(qemu.fds().iter().filter(|f| **f == pipe).count(), 1);
@@ -125,7 +163,9 @@ fn getfd_fds_are_closed_with_their_monitor() {
     // own (src/farewell.rs); then only the connection is gone (the
     // chardev still listens).
     drop(client);
-    common::wait_until("QEMU to close the connection", || qemu.fds().len() == before.len() - 1);
+    common::wait_until("QEMU to close the connection", || {
+        qemu.fds().len() == before.len() - 1
+    });
     drop((rd, wr));
     assert!(qemu.quit().success());
 }
@@ -162,9 +202,23 @@ fn quit_with_dynamic_monitors_attached() {
 #[test]
 fn storage_daemon_has_the_commands() {
     let mut qsd = Qemu::start_storage_daemon(&[]);
-    assert_eq!(qsd.monitors(), [("compat_monitor0".into(), "control".into(), "mgr".into(), false)]);
+    assert_eq!(
+        qsd.monitors(),
+        [(
+            "compat_monitor0".into(),
+            "control".into(),
+            "mgr".into(),
+            false
+        )]
+    );
     let mut client = qsd.dynamic_client("m1", &[]);
-    assert_eq!(client.ok("query-monitors", json!({})).as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        client
+            .ok("query-monitors", json!({}))
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     qsd.monitor_remove("m1");
     client.expect_eof();
     assert!(qsd.quit().success());

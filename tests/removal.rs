@@ -6,8 +6,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use common::{wait_until, Qemu, Qmp};
 use serde_json::{json, Value};
@@ -26,7 +28,10 @@ fn whole_messages(stream: &[u8], what: &str) -> Vec<Value> {
         &text[text.len().saturating_sub(120)..]
     );
     text.lines()
-        .map(|l| serde_json::from_str(l.trim()).unwrap_or_else(|e| panic!("{what}: half a message {l:.120?}: {e}")))
+        .map(|l| {
+            serde_json::from_str(l.trim())
+                .unwrap_or_else(|e| panic!("{what}: half a message {l:.120?}: {e}"))
+        })
         .collect()
 }
 
@@ -56,7 +61,10 @@ impl Drop for Load<'_> {
 }
 
 fn rounds(default: usize) -> usize {
-    std::env::var("QMH_FLOOD_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var("QMH_FLOOD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Item 1: an OOB client pipelines slow requests without reading, so
@@ -83,7 +91,11 @@ fn removing_a_flooding_monitor_never_crashes_qemu() {
                 // A client that reads: whole replies, then the end.
                 let replies = whole_messages(&client.read_to_close(), "flooding client");
                 for (i, r) in replies.iter().enumerate() {
-                    assert_eq!(r["id"], json!(i), "round {round}: replies in order, no others: {r:.200}");
+                    assert_eq!(
+                        r["id"],
+                        json!(i),
+                        "round {round}: replies in order, no others: {r:.200}"
+                    );
                 }
             }
             drop(client);
@@ -103,14 +115,19 @@ fn a_self_removal_delivers_everything_owed_before_closing() {
     for round in 0..5 {
         let mut client = qemu.dynamic_client("self", &[]);
         client.send_raw(
-            "{\"execute\": \"query-qmp-schema\", \"id\": \"schema\"}\n\
-             {\"execute\": \"monitor-remove\", \"arguments\": {\"id\": \"self\"}, \"id\": \"bye\"}\n",
+            "{\"execute\": \"query-qmp-schema\", \"id\": \"schema\"}\n{\"execute\": \
+             \"monitor-remove\", \"arguments\": {\"id\": \"self\"}, \"id\": \"bye\"}\n",
         );
         std::thread::sleep(Duration::from_millis(300));
         let replies = whole_messages(&client.read_to_close(), "self-removing client");
         let ids: Vec<&Value> = replies.iter().map(|r| &r["id"]).collect();
         assert_eq!(ids, [&json!("schema"), &json!("bye")], "round {round}");
-        assert!(replies[0]["return"].as_array().is_some_and(|a| a.len() > 100), "round {round}");
+        assert!(
+            replies[0]["return"]
+                .as_array()
+                .is_some_and(|a| a.len() > 100),
+            "round {round}"
+        );
         assert_eq!(replies[1]["return"], json!({}), "round {round}");
         wait_until("the monitor to go", || qemu.ids() == ["compat_monitor0"]);
         qemu.mgr.ok("chardev-remove", json!({"id": "self-chr"}));
@@ -131,13 +148,17 @@ fn removal_by_the_manager_ends_on_a_message_boundary() {
         // Read a little of the first reply, so that QEMU is in the middle
         // of writing one when the manager removes the monitor.
         let mut head = [0u8; 1000];
-        std::io::Read::read_exact(&mut ReadFd(client.raw_fd()), &mut head).expect("start of a reply");
+        std::io::Read::read_exact(&mut ReadFd(client.raw_fd()), &mut head)
+            .expect("start of a reply");
         std::thread::sleep(Duration::from_millis(((round * 7) % 40) as u64));
         qemu.monitor_remove("slow");
         let mut stream = head.to_vec();
         stream.extend(client.read_to_close());
         let replies = whole_messages(&stream, "slow reader");
-        assert!(!replies.is_empty(), "round {round}: the reply in progress is finished");
+        assert!(
+            !replies.is_empty(),
+            "round {round}: the reply in progress is finished"
+        );
         for (i, r) in replies.iter().enumerate() {
             assert_eq!(r["id"], json!(i), "round {round}");
         }
@@ -182,7 +203,11 @@ fn a_client_that_never_reads_is_cut_off_and_the_chardev_is_free_at_once() {
     std::thread::sleep(Duration::from_secs(6));
     client.set_timeout(Duration::from_secs(5));
     let got = client.read_to_close();
-    assert!(got.len() < 10 * 200_000, "cut off, yet {} bytes came", got.len());
+    assert!(
+        got.len() < 10 * 200_000,
+        "cut off, yet {} bytes came",
+        got.len()
+    );
     assert!(t0.elapsed() < CUT_OFF, "cut off after {:?}", t0.elapsed());
     qemu.monitor_remove("again");
     next.expect_eof();
@@ -195,7 +220,10 @@ fn a_client_that_never_reads_is_cut_off_and_the_chardev_is_free_at_once() {
 
 fn chardev_filename(qemu: &mut Qemu, label: &str) -> Option<String> {
     let list = qemu.mgr.ok("query-chardev", json!({}));
-    list.as_array()?.iter().find(|c| c["label"] == label).map(|c| c["filename"].as_str().unwrap_or("").to_owned())
+    list.as_array()?
+        .iter()
+        .find(|c| c["label"] == label)
+        .map(|c| c["filename"].as_str().unwrap_or("").to_owned())
 }
 
 /// Item 4: close-action=delete on a chardev whose client is gone.  A
@@ -214,7 +242,8 @@ fn a_one_shot_session_whose_client_already_left_is_refused_or_removed() {
     qemu.mgr.err(
         "monitor-add",
         json!({"id": "m", "chardev": "gone", "close-action": "delete"}),
-        "Chardev 'gone' has lost its client and cannot get another one; close-action 'delete' needs a client",
+        "Chardev 'gone' has lost its client and cannot get another one; close-action 'delete' \
+         needs a client",
     );
     qemu.mgr.ok("chardev-remove", json!({"id": "gone"}));
     // The client leaves around monitor-add, at varying moments.
@@ -229,12 +258,18 @@ fn a_one_shot_session_whose_client_already_left_is_refused_or_removed() {
             if rsp.get("error").is_some() {
                 assert_eq!(
                     rsp["error"]["desc"],
-                    format!("Chardev '{name}' has lost its client and cannot get another one; close-action 'delete' needs a client")
+                    format!(
+                        "Chardev '{name}' has lost its client and cannot get another one; \
+                         close-action 'delete' needs a client"
+                    )
                 );
                 qemu.mgr.ok("chardev-remove", json!({"id": name}));
             }
         } else {
-            qemu.mgr.ok("monitor-add", json!({"id": name, "chardev": name, "close-action": "delete"}));
+            qemu.mgr.ok(
+                "monitor-add",
+                json!({"id": name, "chardev": name, "close-action": "delete"}),
+            );
             drop(ours);
         }
         wait_until("the session to go", || {
@@ -256,7 +291,11 @@ fn an_idle_client_sees_the_end_at_once() {
         let t0 = Instant::now();
         qemu.monitor_remove("idle");
         client.expect_eof();
-        assert!(t0.elapsed() < Duration::from_secs(2), "round {round}: EOF after {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "round {round}: EOF after {:?}",
+            t0.elapsed()
+        );
         qemu.mgr.ok("chardev-remove", json!({"id": "idle-chr"}));
     }
     assert!(qemu.quit().success());

@@ -7,10 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
 
 use common::{bin_dir, temp_dir, wait_child, KillOnDrop, Qemu, Qmp};
 use serde_json::{json, Value};
@@ -33,7 +35,10 @@ fn a_new_client_gets_nothing_meant_for_the_previous_one() {
         drop(old);
         let mut new = Qmp::connect(&qemu.sock("c"));
         let first = new.recv().expect("greeting");
-        assert!(first.get("QMP").is_some(), "round {round}: first message {first:.200}");
+        assert!(
+            first.get("QMP").is_some(),
+            "round {round}: first message {first:.200}"
+        );
         let rsp = new.call(json!({"execute": "qmp_capabilities", "id": "caps"}));
         assert_eq!(rsp, json!({"return": {}, "id": "caps"}), "round {round}");
         let rsp = new.call(json!({"execute": "query-name", "id": "mine"}));
@@ -55,11 +60,13 @@ fn a_new_client_starts_in_negotiation_mode() {
         old.send_raw("{\"execute\": \"query-qmp-schema\"}\n{\"execute\": \"qmp_capabilities\"}\n");
         drop(old);
         let mut new = Qmp::connect(&qemu.sock("c"));
-        assert!(new.recv().expect("greeting").get("QMP").is_some(), "round {round}");
+        assert!(
+            new.recv().expect("greeting").get("QMP").is_some(),
+            "round {round}"
+        );
         let rsp = new.call(json!({"execute": "query-name"}));
         assert_eq!(
-            rsp["error"]["desc"],
-            "Expecting capabilities negotiation with 'qmp_capabilities'",
+            rsp["error"]["desc"], "Expecting capabilities negotiation with 'qmp_capabilities'",
             "round {round}: {rsp}"
         );
         new.ok("qmp_capabilities", json!({}));
@@ -74,13 +81,17 @@ fn a_new_client_starts_in_negotiation_mode() {
 fn qmp_on_stdio_keeps_sending_events_after_stdin_ends() {
     let dir = temp_dir();
     let mgr_path = dir.join("mgr.sock");
-    let mut child = KillOnDrop(Command::new(bin_dir().join("qemu-system-x86_64"))
-        .args(["-M", "none", "-accel", "qtest", "-display", "none", "-qmp", "stdio", "-qmp"])
-        .arg(format!("unix:{},server=on,wait=off", mgr_path.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start QEMU"));
+    let mut child = KillOnDrop(
+        Command::new(bin_dir().join("qemu-system-x86_64"))
+            .args([
+                "-M", "none", "-accel", "qtest", "-display", "none", "-qmp", "stdio", "-qmp",
+            ])
+            .arg(format!("unix:{},server=on,wait=off", mgr_path.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start QEMU"),
+    );
     let child = &mut child.0;
     let (tx, rx) = mpsc::channel::<Value>();
     let stdout = child.stdout.take().expect("stdout");
@@ -94,10 +105,15 @@ fn qmp_on_stdio_keeps_sending_events_after_stdin_ends() {
             }
         }
     });
-    let next = || rx.recv_timeout(Duration::from_secs(30)).expect("a message on stdout within 30 s");
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("a message on stdout within 30 s")
+    };
     assert!(next().get("QMP").is_some());
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(b"{\"execute\": \"qmp_capabilities\"}\n").expect("write stdin");
+    stdin
+        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .expect("write stdin");
     assert_eq!(next(), json!({"return": {}}));
     drop(stdin); // EOF
     let mut mgr = Qmp::connect(&mgr_path);

@@ -12,17 +12,21 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Barrier};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc, Barrier,
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
 use common::{
-    join_scoped_timeout, join_timeout, seed, socket_chardev, wait_timeout, wait_until, Incoming, Qemu, Qmp, Rng,
-    Snapshot, Watchdog,
+    join_scoped_timeout, join_timeout, seed, socket_chardev, wait_timeout, wait_until, Incoming,
+    Qemu, Qmp, Rng, Snapshot, Watchdog,
 };
 use serde_json::{json, Value};
 
@@ -50,7 +54,10 @@ const WARMUP: usize = 50;
 /// The RSS baseline: the start's fds, monitors and chardevs, with the
 /// RSS measured after the warm-up.
 fn baseline(start: &Snapshot, warm: &Snapshot) -> Snapshot {
-    Snapshot { rss_kb: warm.rss_kb, ..start.clone() }
+    Snapshot {
+        rss_kb: warm.rss_kb,
+        ..start.clone()
+    }
 }
 
 /// The end of every scenario: state back to `base`, then a clean quit.
@@ -66,7 +73,10 @@ fn chardev_add(q: &mut Qmp, id: &str, path: &Path) {
 }
 
 fn report(what: &str, start: Instant, rounds: usize, extra: &str) {
-    eprintln!("{what}: {rounds} rounds in {:.1} s {extra}", start.elapsed().as_secs_f64());
+    eprintln!(
+        "{what}: {rounds} rounds in {:.1} s {extra}",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 /// Sets the flag when dropped: a thread that panics still stops the
@@ -129,11 +139,17 @@ fn churn_ringbuf_chardev() {
             warm = Some(qemu.snapshot());
         }
         let (chr, id) = (format!("r{i}"), format!("m{i}"));
-        qemu.mgr.ok("chardev-add", json!({"id": chr, "backend": {"type": "ringbuf", "data": {"size": 4096}}}));
+        qemu.mgr.ok(
+            "chardev-add",
+            json!({"id": chr, "backend": {"type": "ringbuf", "data": {"size": 4096}}}),
+        );
         qemu.monitor_add(&id, &chr);
-        let out = qemu.mgr.ok("ringbuf-read", json!({"device": chr, "size": 4096}));
+        let out = qemu
+            .mgr
+            .ok("ringbuf-read", json!({"device": chr, "size": 4096}));
         let text = out.as_str().expect("ringbuf text");
-        let greeting: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("cycle {i}: {text:?}: {e}"));
+        let greeting: Value = serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("cycle {i}: {text:?}: {e}"));
         // Off the I/O thread there is no OOB.
         assert_eq!(greeting["QMP"]["capabilities"], json!([]), "cycle {i}");
         qemu.monitor_remove(&id);
@@ -151,7 +167,10 @@ fn churn_ringbuf_chardev() {
 /// One flood command; `n` is its id.
 fn flood_command(rng: &mut Rng, n: usize, oob: bool) -> (String, bool) {
     if oob && rng.chance(1, 3) {
-        return (format!("{{\"exec-oob\": \"query-yank\", \"id\": {n}}}\n"), true);
+        return (
+            format!("{{\"exec-oob\": \"query-yank\", \"id\": {n}}}\n"),
+            true,
+        );
     }
     let cmd = rng.pick(&["query-name", "query-status", "query-monitors"]);
     (format!("{{\"execute\": \"{cmd}\", \"id\": {n}}}\n"), false)
@@ -188,11 +207,19 @@ fn check_flood_replies(what: &str, replies: &[Value], kinds: &[bool]) {
     let mut last_inband = None;
     for r in replies {
         assert!(r.get("return").is_some(), "{what}: not a success: {r}");
-        let n = r["id"].as_u64().unwrap_or_else(|| panic!("{what}: no id: {r}")) as usize;
-        assert!(n < kinds.len(), "{what}: reply to a command never sent: {r}");
+        let n = r["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{what}: no id: {r}")) as usize;
+        assert!(
+            n < kinds.len(),
+            "{what}: reply to a command never sent: {r}"
+        );
         assert!(seen.insert(n), "{what}: two replies to command {n}");
         if !kinds[n] {
-            assert!(last_inband.is_none_or(|l| l < n), "{what}: in-band reply {n} after {last_inband:?}");
+            assert!(
+                last_inband.is_none_or(|l| l < n),
+                "{what}: in-band reply {n} after {last_inband:?}"
+            );
             last_inband = Some(n);
         }
     }
@@ -260,16 +287,27 @@ fn remove_under_flood(oob: bool, what: &str, default_seed: u64) {
                 panic!("{what} round {round}: connection ended before the removal")
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                panic!("{what} round {round}: timed out after {ROUND_LIMIT:?} waiting for {wait_for} replies")
+                panic!(
+                    "{what} round {round}: timed out after {ROUND_LIMIT:?} waiting for {wait_for} \
+                     replies"
+                )
             }
         }
         qemu.monitor_remove(&id);
         // The client must see the connection end: a hang here is a
         // removed monitor that kept its client.
-        let (replies, tail) =
-            join_timeout(reader, ROUND_LIMIT, "the reader to see the removed monitor's connection end")
-                .expect("reader");
-        let kinds = join_timeout(flood, ROUND_LIMIT, "the flood writer to see the connection end").expect("writer");
+        let (replies, tail) = join_timeout(
+            reader,
+            ROUND_LIMIT,
+            "the reader to see the removed monitor's connection end",
+        )
+        .expect("reader");
+        let kinds = join_timeout(
+            flood,
+            ROUND_LIMIT,
+            "the flood writer to see the connection end",
+        )
+        .expect("writer");
         check_flood_replies(&format!("{what} round {round}"), &replies, &kinds);
         replies_total += replies.len();
         // A reply that was half written when the monitor went: its rest
@@ -277,7 +315,12 @@ fn remove_under_flood(oob: bool, what: &str, default_seed: u64) {
         cut += usize::from(tail.is_some());
         qemu.mgr.ok("chardev-remove", json!({"id": chr}));
     }
-    report(what, t0, FLOOD_ROUNDS, &format!("({replies_total} replies, {cut} cut short by the removal)"));
+    report(
+        what,
+        t0,
+        FLOOD_ROUNDS,
+        &format!("({replies_total} replies, {cut} cut short by the removal)"),
+    );
     let base = baseline(&start, &warm.expect("warm-up"));
     finish(qemu, wd, &base, what);
 }
@@ -325,8 +368,10 @@ fn self_removal_under_flood() {
         client.handshake(if oob { &["oob"] } else { &[] });
 
         let (pre, post) = (rng.below(40), rng.below(200));
-        let remove =
-            format!("{{\"execute\": \"monitor-remove\", \"arguments\": {{\"id\": \"{id}\"}}, \"id\": \"rm\"}}\n");
+        let remove = format!(
+            "{{\"execute\": \"monitor-remove\", \"arguments\": {{\"id\": \"{id}\"}}, \"id\": \
+             \"rm\"}}\n"
+        );
         let mut text = String::new();
         let mut kinds = Vec::new();
         for n in 0..pre + post {
@@ -371,11 +416,20 @@ fn self_removal_under_flood() {
                         continue;
                     }
                     assert!(m.get("return").is_some(), "{ctx}: not a success: {m}");
-                    let n = m["id"].as_u64().unwrap_or_else(|| panic!("{ctx}: no id: {m}")) as usize;
-                    assert!(n < pre || kinds[n], "{ctx}: in-band command {n} after the removal ran: {m}");
+                    let n = m["id"]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("{ctx}: no id: {m}"))
+                        as usize;
+                    assert!(
+                        n < pre || kinds[n],
+                        "{ctx}: in-band command {n} after the removal ran: {m}"
+                    );
                     assert!(answered.insert(n), "{ctx}: two replies to {n}");
                     if !kinds[n] {
-                        assert!(last_inband.is_none_or(|l| l < n), "{ctx}: reply {n} after {last_inband:?}");
+                        assert!(
+                            last_inband.is_none_or(|l| l < n),
+                            "{ctx}: reply {n} after {last_inband:?}"
+                        );
                         last_inband = Some(n);
                     }
                 }
@@ -385,7 +439,10 @@ fn self_removal_under_flood() {
         }
         assert!(removed, "{ctx}: EOF without the removal's reply");
         let missing: Vec<_> = (0..pre).filter(|n| !answered.contains(n)).collect();
-        assert!(missing.is_empty(), "{ctx}: commands before the removal not answered: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{ctx}: commands before the removal not answered: {missing:?}"
+        );
         join_timeout(burst, ROUND_LIMIT, "the burst writer").expect("burst writer");
         assert!(!qemu.ids().contains(&id), "{ctx}: still listed");
         // The monitor is freed by now (EOF comes from the same bottom
@@ -416,7 +473,13 @@ struct BroadcastSeen {
 
 /// Adds and removes monitors through `ctrl` (the manager, or another
 /// client in command mode) while events are being broadcast.
-fn broadcast_adder(ctrl: &mut Qmp, dir: &Path, prefix: &str, rounds: usize, seed: u64) -> BroadcastSeen {
+fn broadcast_adder(
+    ctrl: &mut Qmp,
+    dir: &Path,
+    prefix: &str,
+    rounds: usize,
+    seed: u64,
+) -> BroadcastSeen {
     let mut rng = Rng::new(seed);
     let mut seen = BroadcastSeen::default();
     for i in 0..rounds {
@@ -431,16 +494,24 @@ fn broadcast_adder(ctrl: &mut Qmp, dir: &Path, prefix: &str, rounds: usize, seed
         let mode = rng.below(3);
         // The greeting must be the first thing a client gets.
         loop {
-            let m = client.recv().unwrap_or_else(|| panic!("{ctx}: EOF before the greeting"));
+            let m = client
+                .recv()
+                .unwrap_or_else(|| panic!("{ctx}: EOF before the greeting"));
             if m.get("QMP").is_some() {
                 break;
             }
             assert!(m.get("event").is_some(), "{ctx}: {m}");
-            seen.violations.push(format!("{ctx}: event before the greeting: {m}"));
+            seen.violations
+                .push(format!("{ctx}: event before the greeting: {m}"));
         }
         if mode >= 1 {
-            let caps = if rng.chance(1, 2) { json!(["oob"]) } else { json!([]) };
-            let rsp = client.call(json!({"execute": "qmp_capabilities", "arguments": {"enable": caps}}));
+            let caps = if rng.chance(1, 2) {
+                json!(["oob"])
+            } else {
+                json!([])
+            };
+            let rsp =
+                client.call(json!({"execute": "qmp_capabilities", "arguments": {"enable": caps}}));
             assert_eq!(rsp, json!({"return": {}}), "{ctx}");
         }
         if mode == 2 {
@@ -454,14 +525,18 @@ fn broadcast_adder(ctrl: &mut Qmp, dir: &Path, prefix: &str, rounds: usize, seed
         loop {
             match client.recv_lenient() {
                 Incoming::Msg(m) if m.get("event").is_some() => events.push(m),
-                Incoming::Msg(m) => assert!(mode == 2 && m == json!({"return": {}, "id": "inflight"}), "{ctx}: {m}"),
+                Incoming::Msg(m) => assert!(
+                    mode == 2 && m == json!({"return": {}, "id": "inflight"}),
+                    "{ctx}: {m}"
+                ),
                 Incoming::Closed | Incoming::Partial(_) => break,
             }
         }
         for m in &events {
             assert!(m["event"] == "STOP" || m["event"] == "RESUME", "{ctx}: {m}");
             if mode == 0 {
-                seen.violations.push(format!("{ctx}: event in capability negotiation mode: {m}"));
+                seen.violations
+                    .push(format!("{ctx}: event in capability negotiation mode: {m}"));
             }
         }
         seen.events += events.len();
@@ -486,7 +561,11 @@ fn remove_during_broadcast() {
     let dir = qemu.dir.clone();
     // Warm-up, alone, then the RSS baseline.
     let warm_seen = broadcast_adder(&mut qemu.mgr, &dir, "w", WARMUP, rng.next_u64());
-    assert!(warm_seen.violations.is_empty(), "without broadcasts: {:?}", warm_seen.violations);
+    assert!(
+        warm_seen.violations.is_empty(),
+        "without broadcasts: {:?}",
+        warm_seen.violations
+    );
     let warm = qemu.snapshot();
     let mut ctl = qemu.dynamic_client("ctl", &[]);
     let mut adm = qemu.dynamic_client("adm", &["oob"]);
@@ -503,7 +582,11 @@ fn remove_during_broadcast() {
                 assert_eq!(ctl.ok("stop", json!({})), json!({}));
                 assert_eq!(ctl.ok("cont", json!({})), json!({}));
                 let names: Vec<_> = ctl.events.drain(..).map(|e| e["event"].clone()).collect();
-                assert_eq!(names, [json!("STOP"), json!("RESUME")], "broadcaster toggle {toggles}");
+                assert_eq!(
+                    names,
+                    [json!("STOP"), json!("RESUME")],
+                    "broadcaster toggle {toggles}"
+                );
                 toggles += 1;
             }
             (ctl, toggles)
@@ -521,7 +604,8 @@ fn remove_during_broadcast() {
         let mut seen = join_scoped_timeout(a, LIMIT, "adder a").expect("adder a");
         let (adm, seen_b) = join_scoped_timeout(b, LIMIT, "adder b").expect("adder b");
         done.store(true, Ordering::SeqCst);
-        let (ctl, toggles) = join_scoped_timeout(broadcaster, ROUND_LIMIT, "the broadcaster").expect("broadcaster");
+        let (ctl, toggles) =
+            join_scoped_timeout(broadcaster, ROUND_LIMIT, "the broadcaster").expect("broadcaster");
         drop((ctl, adm));
         seen.events += seen_b.events;
         seen.violations.extend(seen_b.violations);
@@ -531,12 +615,16 @@ fn remove_during_broadcast() {
         what,
         t0,
         BROADCAST_ROUNDS,
-        &format!("({toggles} stop/cont, {} events seen by removed monitors)", seen.events),
+        &format!(
+            "({toggles} stop/cont, {} events seen by removed monitors)",
+            seen.events
+        ),
     );
     // The two helper monitors go too: back to the very start.
     for id in ["ctl", "adm"] {
         qemu.monitor_remove(id);
-        qemu.mgr.ok("chardev-remove", json!({"id": format!("{id}-chr")}));
+        qemu.mgr
+            .ok("chardev-remove", json!({"id": format!("{id}-chr")}));
     }
     let base = baseline(&start, &warm);
     finish(qemu, wd, &base, what);
@@ -544,7 +632,12 @@ fn remove_during_broadcast() {
         seen.violations.is_empty(),
         "{} clients got events they must not get, e.g.:\n{}",
         seen.violations.len(),
-        seen.violations.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+        seen.violations
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -552,7 +645,10 @@ fn remove_during_broadcast() {
 /// qemu-patches 0009 the window was hit about once per 3,000 to 10,000
 /// connections.  `QMH_GREETING_CONNECTS=N` runs more.
 fn greeting_connects() -> usize {
-    std::env::var("QMH_GREETING_CONNECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000)
+    std::env::var("QMH_GREETING_CONNECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000)
 }
 
 /// The narrow version of the greeting check above: a client connects
@@ -631,7 +727,12 @@ fn greeting_comes_first_during_broadcasts() {
             }
         }
     });
-    report(what, t0, connects, &format!("({} connections got an event first)", violations.len()));
+    report(
+        what,
+        t0,
+        connects,
+        &format!("({} connections got an event first)", violations.len()),
+    );
     drop(slow);
     for id in ["g", "slow", "ctl"] {
         qemu.monitor_remove(id);
@@ -644,7 +745,12 @@ fn greeting_comes_first_during_broadcasts() {
         violations.is_empty(),
         "{} of {connects} connections got an event before the greeting, e.g.:\n{}",
         violations.len(),
-        violations.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+        violations
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -657,8 +763,17 @@ const ADD_REMOVE_ROUNDS: usize = 2000;
 /// Is the socket chardev `label` connected to a client?
 fn chardev_connected(mgr: &mut Qmp, label: &str) -> bool {
     let list = mgr.ok("query-chardev", json!({}));
-    let c = list.as_array().expect("list").iter().find(|c| c["label"] == label).expect("chardev listed").clone();
-    !c["filename"].as_str().expect("filename").starts_with("disconnected:")
+    let c = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["label"] == label)
+        .expect("chardev listed")
+        .clone();
+    !c["filename"]
+        .as_str()
+        .expect("filename")
+        .starts_with("disconnected:")
 }
 
 /// monitor-add and monitor-remove in one write: the removal runs right
@@ -690,7 +805,11 @@ fn add_then_remove_without_delay() {
         }
         let ctx = format!("{what} round {i}");
         let fresh = i % 10 == 9;
-        let chr = if fresh { format!("fresh{i}") } else { pool[i % pool.len()].clone() };
+        let chr = if fresh {
+            format!("fresh{i}")
+        } else {
+            pool[i % pool.len()].clone()
+        };
         let path = qemu.sock(&chr);
         if fresh {
             chardev_add(&mut qemu.mgr, &chr, &path);
@@ -698,7 +817,9 @@ fn add_then_remove_without_delay() {
         let mut client = None;
         if rng.chance(1, 3) {
             let c = Qmp::connect(&path);
-            wait_until("the chardev to accept the client", || chardev_connected(&mut qemu.mgr, &chr));
+            wait_until("the chardev to accept the client", || {
+                chardev_connected(&mut qemu.mgr, &chr)
+            });
             client = Some(c);
             preconnected += 1;
         }
@@ -716,12 +837,16 @@ fn add_then_remove_without_delay() {
         let remove = json!({"execute": "monitor-remove", "arguments": {"id": id}, "id": "remove"});
         qemu.mgr.send_raw(&format!("{add}\n{remove}\n"));
         assert_eq!(
-            qemu.mgr.recv_reply_awaiting("the reply to monitor-add").expect("add reply"),
+            qemu.mgr
+                .recv_reply_awaiting("the reply to monitor-add")
+                .expect("add reply"),
             json!({"return": {}, "id": "add"}),
             "{ctx}"
         );
         assert_eq!(
-            qemu.mgr.recv_reply_awaiting("the reply to monitor-remove").expect("remove reply"),
+            qemu.mgr
+                .recv_reply_awaiting("the reply to monitor-remove")
+                .expect("remove reply"),
             json!({"return": {}, "id": "remove"}),
             "{ctx}"
         );
@@ -803,7 +928,10 @@ fn disconnect_during_removal() {
             let path = qemu.sock(&chr);
             chardev_add(&mut qemu.mgr, &chr, &path);
             let action = if delete { "delete" } else { "none" };
-            qemu.mgr.ok("monitor-add", json!({"id": id, "chardev": chr, "close-action": action}));
+            qemu.mgr.ok(
+                "monitor-add",
+                json!({"id": id, "chardev": chr, "close-action": action}),
+            );
             let mut client = Qmp::connect(&path);
             client.handshake(if rng.chance(1, 2) { &["oob"] } else { &[] });
             // 0: idle; 1: a command in flight; 2: a burst in flight.
@@ -811,14 +939,17 @@ fn disconnect_during_removal() {
                 0 => {}
                 1 => client.send(&json!({"execute": "query-status"})),
                 _ => {
-                    let burst: String =
-                        (0..16).map(|n| format!("{{\"execute\": \"query-monitors\", \"id\": {n}}}\n")).collect();
+                    let burst: String = (0..16)
+                        .map(|n| format!("{{\"execute\": \"query-monitors\", \"id\": {n}}}\n"))
+                        .collect();
                     client.send_raw(&burst);
                 }
             }
             tx.send(Some(client)).expect("closer thread");
             barrier.wait();
-            let rsp = qemu.mgr.call(json!({"execute": "monitor-remove", "arguments": {"id": id}}));
+            let rsp = qemu
+                .mgr
+                .call(json!({"execute": "monitor-remove", "arguments": {"id": id}}));
             if rsp.get("return").is_some() {
                 // The manager removed it: the chardev is the manager's.
                 manager_won += usize::from(delete);
@@ -827,9 +958,15 @@ fn disconnect_during_removal() {
                 // Only a one-shot monitor can be gone already, removed
                 // (with its chardev) by its client's disconnect.
                 assert!(delete, "{ctx}: {rsp}");
-                assert_eq!(rsp["error"]["desc"], format!("No monitor with id '{id}'"), "{ctx}: {rsp}");
+                assert_eq!(
+                    rsp["error"]["desc"],
+                    format!("No monitor with id '{id}'"),
+                    "{ctx}: {rsp}"
+                );
                 close_won += 1;
-                wait_until("the one-shot chardev to go", || !qemu.chardev_labels().contains(&chr));
+                wait_until("the one-shot chardev to go", || {
+                    !qemu.chardev_labels().contains(&chr)
+                });
             }
         }
         tx.send(None).expect("closer thread");
@@ -869,7 +1006,13 @@ fn try_ok(q: &mut Qmp, execute: &str, arguments: Value) -> Option<Value> {
 /// Loops add/connect/command/remove through its own QMP client until
 /// QEMU goes away under it.  Some monitors remove themselves, some are
 /// left attached for the exit to tear down.
-fn quit_worker(mut ctrl: Qmp, dir: PathBuf, k: usize, seed: u64, rounds: &AtomicUsize) -> Option<()> {
+fn quit_worker(
+    mut ctrl: Qmp,
+    dir: PathBuf,
+    k: usize,
+    seed: u64,
+    rounds: &AtomicUsize,
+) -> Option<()> {
     let mut rng = Rng::new(seed);
     let mut kept = Vec::new();
     for i in 0..100_000 {
@@ -877,7 +1020,11 @@ fn quit_worker(mut ctrl: Qmp, dir: PathBuf, k: usize, seed: u64, rounds: &Atomic
         let path = dir.join(format!("{chr}.sock"));
         try_ok(&mut ctrl, "chardev-add", socket_chardev(&chr, &path))?;
         let action = *rng.pick(&["none", "delete"]);
-        try_ok(&mut ctrl, "monitor-add", json!({"id": id, "chardev": chr, "close-action": action}))?;
+        try_ok(
+            &mut ctrl,
+            "monitor-add",
+            json!({"id": id, "chardev": chr, "close-action": action}),
+        )?;
         let mut client = Qmp::try_connect(&path).ok()?;
         match client.recv_lenient() {
             Incoming::Msg(g) => assert!(g.get("QMP").is_some(), "{g}"),
@@ -923,7 +1070,9 @@ fn quit_while_adding_and_removing() {
     for run in 0..QUIT_RUNS {
         let mut qemu = Qemu::start(&[]);
         let wd = Watchdog::arm(what, qemu.pid(), LIMIT);
-        let workers: Vec<Qmp> = (0..QUIT_WORKERS).map(|k| qemu.dynamic_client(&format!("w{k}"), &[])).collect();
+        let workers: Vec<Qmp> = (0..QUIT_WORKERS)
+            .map(|k| qemu.dynamic_client(&format!("w{k}"), &[]))
+            .collect();
         let rounds = AtomicUsize::new(0);
         let quit_after = rng.below(30);
         let dir = qemu.dir.clone();
@@ -938,9 +1087,13 @@ fn quit_while_adding_and_removing() {
                 })
                 .collect();
             wait_until("the workers to get going", || {
-                rounds.load(Ordering::SeqCst) >= quit_after || handles.iter().any(|h| h.is_finished())
+                rounds.load(Ordering::SeqCst) >= quit_after
+                    || handles.iter().any(|h| h.is_finished())
             });
-            assert!(handles.iter().all(|h| !h.is_finished()), "run {run}: a worker stopped before quit");
+            assert!(
+                handles.iter().all(|h| !h.is_finished()),
+                "run {run}: a worker stopped before quit"
+            );
             qemu.mgr.send(&json!({"execute": "quit"}));
             let status = wait_timeout(&mut qemu.child, Duration::from_secs(120));
             for h in handles {
@@ -959,5 +1112,10 @@ fn quit_while_adding_and_removing() {
         total_rounds += rounds.load(Ordering::SeqCst);
         let _ = std::fs::remove_dir_all(&qemu.dir);
     }
-    report(what, t0, QUIT_RUNS, &format!("(QEMU runs; {total_rounds} add/remove rounds in all)"));
+    report(
+        what,
+        t0,
+        QUIT_RUNS,
+        &format!("(QEMU runs; {total_rounds} add/remove rounds in all)"),
+    );
 }

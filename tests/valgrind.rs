@@ -6,9 +6,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use common::{socket_chardev, temp_dir, wait_timeout, wait_until, KillOnDrop, Qmp};
 use serde_json::json;
@@ -36,7 +38,13 @@ fn lost(log: &str, kind: &str) -> u64 {
         .find(|l| l.contains(&format!("{kind} lost:")))
         .unwrap_or_else(|| panic!("no '{kind} lost' in the valgrind log:\n{log}"));
     let after = line.split(&format!("{kind} lost:")).nth(1).expect("count");
-    after.split_whitespace().next().expect("bytes").replace(',', "").parse().expect("number")
+    after
+        .split_whitespace()
+        .next()
+        .expect("bytes")
+        .replace(',', "")
+        .parse()
+        .expect("number")
 }
 
 #[test]
@@ -48,7 +56,11 @@ fn churn_leaks_nothing() {
     let mgr_sock = dir.join("mgr.sock");
     let mut child = KillOnDrop(
         Command::new("valgrind")
-            .args(["--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite,indirect"])
+            .args([
+                "--tool=memcheck",
+                "--leak-check=full",
+                "--show-leak-kinds=definite,indirect",
+            ])
             .arg(format!("--suppressions={supp}"))
             .arg(format!("--log-file={}", log.display()))
             .arg(common::bin_dir().join("qemu-system-x86_64"))
@@ -66,7 +78,10 @@ fn churn_leaks_nothing() {
         // parser (qemu-patches 0001).
         mgr.send_raw("{\"execute\": \"query-status\", \"execute\": {\"a\": [1, \"b\"]}}\n");
         let rsp = mgr.recv_reply().expect("reply to a duplicate key");
-        assert_eq!(rsp["error"]["desc"], "JSON parse error, duplicate key", "{rsp}");
+        assert_eq!(
+            rsp["error"]["desc"], "JSON parse error, duplicate key",
+            "{rsp}"
+        );
         let (id, path) = (format!("m{i}"), dir.join(format!("c{i}.sock")));
         let main_loop = i % 4 == 3;
         let chardev = if main_loop {
@@ -76,7 +91,10 @@ fn churn_leaks_nothing() {
         };
         mgr.ok("chardev-add", chardev);
         let close_action = if i % 4 == 2 { "delete" } else { "none" };
-        mgr.ok("monitor-add", json!({"id": id, "chardev": id, "close-action": close_action}));
+        mgr.ok(
+            "monitor-add",
+            json!({"id": id, "chardev": id, "close-action": close_action}),
+        );
         if main_loop {
             mgr.ok("monitor-remove", json!({"id": id}));
             mgr.ok("chardev-remove", json!({"id": id}));
@@ -89,11 +107,16 @@ fn churn_leaks_nothing() {
             0 => {
                 // removed by the manager, with an unclaimed getfd fd
                 let (keep, give) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-                client.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": "f"}}), {
-                    use std::os::fd::AsRawFd;
-                    give.as_raw_fd()
-                });
-                client.recv_reply_awaiting("the reply to getfd").expect("getfd reply");
+                client.send_with_fd(
+                    &json!({"execute": "getfd", "arguments": {"fdname": "f"}}),
+                    {
+                        use std::os::fd::AsRawFd;
+                        give.as_raw_fd()
+                    },
+                );
+                client
+                    .recv_reply_awaiting("the reply to getfd")
+                    .expect("getfd reply");
                 drop((keep, give));
                 mgr.ok("monitor-remove", json!({"id": id}));
                 client.expect_eof();
@@ -110,7 +133,11 @@ fn churn_leaks_nothing() {
                 client.send(&json!({"execute": "query-status"}));
                 drop(client);
                 wait_until(&format!("one-shot monitor {id} to go"), || {
-                    mgr.ok("query-monitors", json!({})).as_array().expect("list").len() <= 1
+                    mgr.ok("query-monitors", json!({}))
+                        .as_array()
+                        .expect("list")
+                        .len()
+                        <= 1
                 });
             }
         }
@@ -118,7 +145,10 @@ fn churn_leaks_nothing() {
     // Leave some dynamic monitors attached for the exit path.
     for i in 0..3 {
         let id = format!("exit{i}");
-        mgr.ok("chardev-add", socket_chardev(&id, &dir.join(format!("{id}.sock"))));
+        mgr.ok(
+            "chardev-add",
+            socket_chardev(&id, &dir.join(format!("{id}.sock"))),
+        );
         mgr.ok("monitor-add", json!({"id": id, "chardev": id}));
     }
     // Quit while removals are under way: a self-removal whose client
@@ -129,7 +159,10 @@ fn churn_leaks_nothing() {
         let id = format!("late{i}");
         let path = dir.join(format!("{id}.sock"));
         mgr.ok("chardev-add", socket_chardev(&id, &path));
-        mgr.ok("monitor-add", json!({"id": id, "chardev": id, "close-action": close_action}));
+        mgr.ok(
+            "monitor-add",
+            json!({"id": id, "chardev": id, "close-action": close_action}),
+        );
         let mut client = connect(&path);
         client.handshake(&[]);
         client.send(&json!({"execute": "query-qmp-schema"}));
@@ -146,10 +179,25 @@ fn churn_leaks_nothing() {
 
     let log = std::fs::read_to_string(&log).expect("valgrind log");
     // Make sure the log is memcheck's report on this QEMU run.
-    assert!(log.contains("Command: ") && log.contains("qemu-system-x86_64"), "{log}");
+    assert!(
+        log.contains("Command: ") && log.contains("qemu-system-x86_64"),
+        "{log}"
+    );
     assert!(log.contains("HEAP SUMMARY"), "{log}");
-    eprintln!("{}", log.lines().filter(|l| l.contains("total heap usage")).collect::<String>());
-    assert!(log.contains("ERROR SUMMARY: 0 errors"), "memcheck errors:\n{log}");
-    assert_eq!((lost(&log, "definitely"), lost(&log, "indirectly")), (0, 0), "leaks:\n{log}");
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("total heap usage"))
+            .collect::<String>()
+    );
+    assert!(
+        log.contains("ERROR SUMMARY: 0 errors"),
+        "memcheck errors:\n{log}"
+    );
+    assert_eq!(
+        (lost(&log, "definitely"), lost(&log, "indirectly")),
+        (0, 0),
+        "leaks:\n{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! A lean QMP client for the timed paths: raw lines, no JSON parsing.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::{
+    fs::File,
+    io::{Read, Write},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::net::UnixStream,
+    },
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 
@@ -22,11 +26,17 @@ pub struct Raw {
 
 impl Raw {
     pub fn new(fd: OwnedFd) -> Self {
-        Raw { f: File::from(fd), buf: vec![0; 1 << 16], pos: 0, end: 0 }
+        Raw {
+            f: File::from(fd),
+            buf: vec![0; 1 << 16],
+            pos: 0,
+            end: 0,
+        }
     }
 
     pub fn connect(path: &Path) -> Self {
-        let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        let s =
+            UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
         Self::new(s.into())
     }
 
@@ -52,7 +62,10 @@ impl Raw {
 
     fn line_range(&mut self) -> (usize, usize) {
         loop {
-            if let Some(i) = self.buf[self.pos..self.end].iter().position(|&b| b == b'\n') {
+            if let Some(i) = self.buf[self.pos..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
                 let start = self.pos;
                 self.pos += i + 1;
                 return (start, start + i);
@@ -110,7 +123,11 @@ impl Raw {
     /// Greeting, qmp_capabilities.
     pub fn handshake(&mut self) {
         let g = self.line();
-        assert!(g.starts_with(b"{\"QMP\""), "not a greeting: {}", String::from_utf8_lossy(g));
+        assert!(
+            g.starts_with(b"{\"QMP\""),
+            "not a greeting: {}",
+            String::from_utf8_lossy(g)
+        );
         self.send(CAPS);
         self.check_ok("qmp_capabilities");
     }
@@ -122,6 +139,10 @@ impl Raw {
 
     pub fn check_reply_ok(&mut self) {
         let r = self.reply();
-        assert!(r.starts_with(b"{\"return\""), "query-name: {}", String::from_utf8_lossy(r));
+        assert!(
+            r.starts_with(b"{\"return\""),
+            "query-name: {}",
+            String::from_utf8_lossy(r)
+        );
     }
 }

@@ -32,15 +32,14 @@ mod report;
 mod stats;
 
 // The measurements, in the order they run.
+mod churn;
+mod fresh_session;
 mod hot_path;
 mod patch_overhead;
-mod fresh_session;
 mod relay;
-mod churn;
 mod scale;
 
-use std::path::Path;
-use std::time::Instant;
+use std::{path::Path, time::Instant};
 
 use qemu::{baseline_bin, patched_bin, raise_nofile};
 use report::{loadavg, machine, table, Report};
@@ -67,11 +66,27 @@ pub struct Reps {
 impl Reps {
     fn new(quick: bool) -> Self {
         if quick {
-            Reps { hot: 1000, session: 60, proxy: 1000, churn: 400, churn_early: 100,
-                   scale: vec![1, 10, 100, 1000], scale_rounds: 5, instances: 3 }
+            Reps {
+                hot: 1000,
+                session: 60,
+                proxy: 1000,
+                churn: 400,
+                churn_early: 100,
+                scale: vec![1, 10, 100, 1000],
+                scale_rounds: 5,
+                instances: 3,
+            }
         } else {
-            Reps { hot: 20_000, session: 1000, proxy: 10_000, churn: 10_000, churn_early: 100,
-                   scale: vec![1, 10, 100, 1000], scale_rounds: 60, instances: 10 }
+            Reps {
+                hot: 20_000,
+                session: 1000,
+                proxy: 10_000,
+                churn: 10_000,
+                churn_early: 100,
+                scale: vec![1, 10, 100, 1000],
+                scale_rounds: 60,
+                instances: 10,
+            }
         }
     }
 }
@@ -111,13 +126,25 @@ fn main() {
         load_before,
         loadavg(),
         total,
-        if quick { " (BENCH_QUICK: too few repetitions to mean anything)" } else { "" }
+        if quick {
+            " (BENCH_QUICK: too few repetitions to mean anything)"
+        } else {
+            ""
+        }
     );
     let text = table(&report, &header);
     println!("\n{text}");
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("build/bench");
     std::fs::create_dir_all(&out_dir).expect("build/bench");
     std::fs::write(out_dir.join("results.md"), &text).expect("results.md");
-    std::fs::write(out_dir.join("latency.svg"), plot::svg(&report, header.trim())).expect("latency.svg");
-    println!("wrote {} and {}", out_dir.join("results.md").display(), out_dir.join("latency.svg").display());
+    std::fs::write(
+        out_dir.join("latency.svg"),
+        plot::svg(&report, header.trim()),
+    )
+    .expect("latency.svg");
+    println!(
+        "wrote {} and {}",
+        out_dir.join("results.md").display(),
+        out_dir.join("latency.svg").display()
+    );
 }

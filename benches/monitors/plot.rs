@@ -2,14 +2,18 @@
 //! The latency plot, build/bench/latency.svg: a panel of horizontal box
 //! plots per measurement, then the scale figures against N (log-log).
 
-use plotters::coord::Shift;
-use plotters::element::DashedPathElement;
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::{
+    coord::Shift,
+    element::DashedPathElement,
+    prelude::*,
+    style::text_anchor::{HPos, Pos, VPos},
+};
 
-use crate::report::{fmt_time, Report, Sample};
-use crate::scale::ScalePoint;
-use crate::stats::{median, quantile_sorted, sorted};
+use crate::{
+    report::{fmt_time, Report, Sample},
+    scale::ScalePoint,
+    stats::{median, quantile_sorted, sorted},
+};
 
 type Result<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
@@ -37,7 +41,11 @@ const GRID: RGBColor = RGBColor(0xdc, 0xdc, 0xdc);
 const QUANTILES: [f64; 7] = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99];
 
 pub fn svg(report: &Report, header: &str) -> String {
-    let heights: Vec<u32> = report.groups.iter().map(|(_, items)| 26 + ROW_H * items.len() as u32 + 46).collect();
+    let heights: Vec<u32> = report
+        .groups
+        .iter()
+        .map(|(_, items)| 26 + ROW_H * items.len() as u32 + 46)
+        .collect();
     let scale_h = if report.scale.len() >= 2 { SCALE_H } else { 0 };
     let height = 50 + heights.iter().sum::<u32>() + scale_h + 20;
     let mut out = String::new();
@@ -66,11 +74,19 @@ pub fn svg(report: &Report, header: &str) -> String {
 }
 
 fn title<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str) -> Result<DB> {
-    area.draw(&Text::new(title, (10, 4), font(12.0).style(FontStyle::Bold)))
+    area.draw(&Text::new(
+        title,
+        (10, 4),
+        font(12.0).style(FontStyle::Bold),
+    ))
 }
 
 /// Horizontal box plots, one row per sample list, the first on top.
-fn box_group<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, items: &[Sample]) -> Result<DB> {
+fn box_group<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    name: &str,
+    items: &[Sample],
+) -> Result<DB> {
     title(area, name)?;
     let qs: Vec<[f64; 7]> = items
         .iter()
@@ -82,7 +98,11 @@ fn box_group<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, item
     // The axis reaches a little past the highest p95; p99 dots beyond it
     // sit at the edge as open circles.
     let max_us = qs.iter().map(|q| q[5]).fold(0.0, f64::max) * 1.3;
-    let (unit_us, unit) = if max_us >= 5000.0 { (1000.0, "ms") } else { (1.0, "µs") };
+    let (unit_us, unit) = if max_us >= 5000.0 {
+        (1000.0, "ms")
+    } else {
+        (1.0, "µs")
+    };
     let max = max_us / unit_us;
     let n = items.len() as f64;
     let mut chart = ChartBuilder::on(area)
@@ -103,7 +123,11 @@ fn box_group<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, item
         .axis_desc_style(font(10.0))
         .draw()?;
     let label = |text: String, dx: i32, size: f64, pos: HPos| {
-        Text::new(text, (dx, 0), TextStyle::from(font(size)).pos(Pos::new(pos, VPos::Center)))
+        Text::new(
+            text,
+            (dx, 0),
+            TextStyle::from(font(size)).pos(Pos::new(pos, VPos::Center)),
+        )
     };
     for (i, (((name, v), q), c)) in items.iter().zip(&qs).zip(COLORS.iter().cycle()).enumerate() {
         let y = n - i as f64 - 0.5;
@@ -120,10 +144,15 @@ fn box_group<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, item
         ])?;
         chart.draw_series([PathElement::new(bar(x[3], 0.35), BLACK.stroke_width(2))])?;
         chart.draw_series([x[0], x[6]].map(|d| {
-            if d <= max { Circle::new((d, y), 2, c.filled()) } else { Circle::new((max, y), 2, ShapeStyle::from(c)) }
+            if d <= max {
+                Circle::new((d, y), 2, c.filled())
+            } else {
+                Circle::new((max, y), 2, ShapeStyle::from(c))
+            }
         }))?;
         chart.draw_series([
-            EmptyElement::at((0.0, y)) + label(format!("{name}  n={}", v.len()), -15, 12.0, HPos::Right),
+            EmptyElement::at((0.0, y))
+                + label(format!("{name}  n={}", v.len()), -15, 12.0, HPos::Right),
             EmptyElement::at((x[6].min(max), y)) + label(fmt_time(q[3]), 6, 10.0, HPos::Left),
         ])?;
     }
@@ -131,25 +160,68 @@ fn box_group<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, name: &str, item
 }
 
 /// Log-log chart of the scale figures against N.
-fn scale_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, points: &[ScalePoint]) -> Result<DB> {
-    title(area, "6. Scale: median time vs number of monitors N, each with a client (log-log)")?;
+fn scale_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    points: &[ScalePoint],
+) -> Result<DB> {
+    title(
+        area,
+        "6. Scale: median time vs number of monitors N, each with a client (log-log)",
+    )?;
     let med = |f: fn(&ScalePoint) -> &Vec<Vec<f64>>, k: usize| -> Vec<(f64, f64)> {
-        points.iter().map(|p| (p.n as f64, median(&f(p)[k]))).collect()
+        points
+            .iter()
+            .map(|p| (p.n as f64, median(&f(p)[k])))
+            .collect()
     };
     // Label, colour, dashed (command line), points.
     let series = [
-        ("stop→STOP, monitor-add", COLORS[1], false, med(|p| &p.event, 0)),
-        ("stop→STOP, command line", COLORS[0], true, med(|p| &p.event, 1)),
-        ("query-monitors, monitor-add", COLORS[2], false, med(|p| &p.query, 0)),
-        ("query-monitors, command line", COLORS[3], true, med(|p| &p.query, 1)),
-        ("query-name, monitor-add", COLORS[4], false, med(|p| &p.name, 0)),
-        ("query-name, command line", COLORS[5], true, med(|p| &p.name, 1)),
+        (
+            "stop→STOP, monitor-add",
+            COLORS[1],
+            false,
+            med(|p| &p.event, 0),
+        ),
+        (
+            "stop→STOP, command line",
+            COLORS[0],
+            true,
+            med(|p| &p.event, 1),
+        ),
+        (
+            "query-monitors, monitor-add",
+            COLORS[2],
+            false,
+            med(|p| &p.query, 0),
+        ),
+        (
+            "query-monitors, command line",
+            COLORS[3],
+            true,
+            med(|p| &p.query, 1),
+        ),
+        (
+            "query-name, monitor-add",
+            COLORS[4],
+            false,
+            med(|p| &p.name, 0),
+        ),
+        (
+            "query-name, command line",
+            COLORS[5],
+            true,
+            med(|p| &p.name, 1),
+        ),
     ];
     let ns: Vec<f64> = points.iter().map(|p| p.n as f64).collect();
     let (nlo, nhi) = (ns[0], ns[ns.len() - 1]);
     let all = || series.iter().flat_map(|s| s.3.iter().map(|p| p.1));
     let lo = all().fold(f64::INFINITY, f64::min).log10().floor() as i32;
-    let hi = all().fold(0.0, f64::max).log10().ceil().max(lo as f64 + 1.0) as i32;
+    let hi = all()
+        .fold(0.0, f64::max)
+        .log10()
+        .ceil()
+        .max(lo as f64 + 1.0) as i32;
     let decades: Vec<f64> = (lo..=hi).map(|e| 10f64.powi(e)).collect();
     let (ylo, yhi) = (decades[0], decades[decades.len() - 1]);
     let first = series[0].3[0].1;
@@ -176,7 +248,9 @@ fn scale_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, points: &[Scal
             chart
                 .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))?
                 .label(label)
-                .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 25, y)], 6, 4, style));
+                .legend(move |(x, y)| {
+                    DashedPathElement::new(vec![(x, y), (x + 25, y)], 6, 4, style)
+                });
         } else {
             chart
                 .draw_series(LineSeries::new(pts.clone(), style))?
@@ -190,7 +264,12 @@ fn scale_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, points: &[Scal
     let end = nhi.min(nlo * yhi / first);
     let dotted = ShapeStyle::from(RGBColor(0x80, 0x80, 0x80));
     chart
-        .draw_series(DashedLineSeries::new([(nlo, first), (end, first * end / nlo)], 2, 3, dotted))?
+        .draw_series(DashedLineSeries::new(
+            [(nlo, first), (end, first * end / nlo)],
+            2,
+            3,
+            dotted,
+        ))?
         .label("linear growth")
         .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 25, y)], 2, 3, dotted));
     // The legend in the upper left, where small N and long times would be.

@@ -2,16 +2,20 @@
 //! The QEMU processes under test: started with a manager monitor, queried
 //! through /proc, quit at the end.
 
-use std::fs::File;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    fs::File,
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use serde_json::{json, Value};
 
-use crate::client::Raw;
-use crate::common::{self, owned, socket_chardev, temp_dir, Qemu, Qmp};
+use crate::{
+    client::Raw,
+    common::{self, owned, socket_chardev, temp_dir, Qemu, Qmp},
+};
 
 /// A QEMU (patched or not) with a manager monitor, spoken to through `mgr`.
 pub struct Proc {
@@ -26,7 +30,9 @@ pub fn patched_bin() -> PathBuf {
 pub fn baseline_bin() -> PathBuf {
     std::env::var_os("QEMU_BASELINE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("build/baseline/bin/qemu-system-x86_64"))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("build/baseline/bin/qemu-system-x86_64")
+        })
 }
 
 impl Proc {
@@ -34,10 +40,16 @@ impl Proc {
     pub fn launch(bin: &Path, extra: &[String]) -> Proc {
         let dir = temp_dir();
         let sock = dir.join("mgr.sock");
-        let mut args: Vec<String> =
-            ["-M", "none", "-accel", "qtest", "-display", "none", "-qmp"].iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = ["-M", "none", "-accel", "qtest", "-display", "none", "-qmp"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         args.push(format!("unix:{},server=on,wait=off", sock.display()));
-        args.extend(extra.iter().map(|s| s.replace("@DIR@", &dir.display().to_string())));
+        args.extend(
+            extra
+                .iter()
+                .map(|s| s.replace("@DIR@", &dir.display().to_string())),
+        );
         let log = File::create(dir.join("qemu.log")).expect("log");
         let mut child = Command::new(bin)
             .args(&args)
@@ -69,7 +81,11 @@ impl Proc {
         // only used to send `quit`.
         // SAFETY: dup of an fd we own.
         let dup = owned(unsafe { libc::dup(mgr.fd()) });
-        let q = Qemu { child, dir, mgr: Qmp::from_fd(dup) };
+        let q = Qemu {
+            child,
+            dir,
+            mgr: Qmp::from_fd(dup),
+        };
         Proc { q, mgr }
     }
 
@@ -78,7 +94,8 @@ impl Proc {
     }
 
     pub fn add_socket_chardev_cmd(&self, id: &str) -> String {
-        json!({"execute": "chardev-add", "arguments": socket_chardev(id, &self.sock(id))}).to_string()
+        json!({"execute": "chardev-add", "arguments": socket_chardev(id, &self.sock(id))})
+            .to_string()
     }
 
     pub fn add_socket_chardev(&mut self, id: &str) {
@@ -87,12 +104,15 @@ impl Proc {
     }
 
     pub fn monitor_add(&mut self, id: &str, chardev: &str) {
-        self.mgr.ok_json(json!({"execute": "monitor-add", "arguments": {"id": id, "chardev": chardev}}));
+        self.mgr.ok_json(
+            json!({"execute": "monitor-add", "arguments": {"id": id, "chardev": chardev}}),
+        );
     }
 
     /// A field of /proc/PID/status in KiB ("VmRSS", "RssAnon").
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.q.pid())).expect("status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.q.pid())).expect("status");
         status
             .lines()
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -119,8 +139,18 @@ impl Proc {
     pub fn pty_of(&mut self, label: &str) -> String {
         let r = self.mgr.ok(r#"{"execute":"query-chardev"}"#);
         let v: Value = serde_json::from_str(&r).expect("JSON");
-        let c = v["return"].as_array().expect("list").iter().find(|c| c["label"] == label).expect("chardev");
-        c["filename"].as_str().expect("filename").strip_prefix("pty:").expect("pty:").to_owned()
+        let c = v["return"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|c| c["label"] == label)
+            .expect("chardev");
+        c["filename"]
+            .as_str()
+            .expect("filename")
+            .strip_prefix("pty:")
+            .expect("pty:")
+            .to_owned()
     }
 
     pub fn quit(self) {

@@ -4,8 +4,10 @@
 
 use std::fmt::Write as _;
 
-use crate::scale::ScalePoint;
-use crate::stats::{median, median_ci, ratio_ci};
+use crate::{
+    scale::ScalePoint,
+    stats::{median, median_ci, ratio_ci},
+};
 
 struct Row {
     id: String,
@@ -41,12 +43,25 @@ fn target_verdict((r, _lo, hi): (f64, f64, f64), target: Option<f64>) -> (String
 }
 
 pub fn verdict(ok: bool) -> String {
-    if ok { "yes".into() } else { "**no**".into() }
+    if ok {
+        "yes".into()
+    } else {
+        "**no**".into()
+    }
 }
 
 impl Report {
     #[allow(clippy::too_many_arguments)]
-    pub fn row(&mut self, id: &str, what: &str, value: String, reference: String, ratio: String, target: &str, holds: String) {
+    pub fn row(
+        &mut self,
+        id: &str,
+        what: &str,
+        value: String,
+        reference: String,
+        ratio: String,
+        target: &str,
+        holds: String,
+    ) {
         self.rows.push(Row {
             id: id.into(),
             what: what.into(),
@@ -63,19 +78,50 @@ impl Report {
     pub fn compare(&mut self, id: &str, what: &str, a: &[f64], b: &[f64], target: Option<f64>) {
         let rc = ratio_ci(a, b);
         let (t, h) = target_verdict(rc, target);
-        self.row(id, what, fmt_time(median(a)), fmt_time(median(b)), fmt_ratio(rc), &t, h);
+        self.row(
+            id,
+            what,
+            fmt_time(median(a)),
+            fmt_time(median(b)),
+            fmt_ratio(rc),
+            &t,
+            h,
+        );
     }
 
     /// The same over several processes: one ratio of medians per process,
     /// their median and its interval; the process is the unit.
-    pub fn compare_instances(&mut self, id: &str, what: &str, a: &[Vec<f64>], b: &[Vec<f64>], target: Option<f64>) {
-        let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| median(a) / median(b)).collect();
+    pub fn compare_instances(
+        &mut self,
+        id: &str,
+        what: &str,
+        a: &[Vec<f64>],
+        b: &[Vec<f64>],
+        target: Option<f64>,
+    ) {
+        let ratios: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| median(a) / median(b))
+            .collect();
         let rc = median_ci(&ratios);
         let (t, h) = target_verdict(rc, target);
-        self.row(id, what, fmt_time(median(&a.concat())), fmt_time(median(&b.concat())), fmt_ratio(rc), &t, h);
+        self.row(
+            id,
+            what,
+            fmt_time(median(&a.concat())),
+            fmt_time(median(&b.concat())),
+            fmt_ratio(rc),
+            &t,
+            h,
+        );
         self.notes.push(format!(
             "{id}: ratio per process: {}",
-            ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", ")
+            ratios
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
 }
@@ -100,9 +146,15 @@ pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
@@ -124,11 +176,17 @@ pub fn loadavg() -> String {
 pub fn table(report: &Report, header: &str) -> String {
     let mut s = String::new();
     s.push_str(header);
-    s.push_str("\n| # | Measurement | Measured (median) | Reference (median) | Ratio (95% CI) | Target | Holds |\n");
+    s.push_str(
+        "\n| # | Measurement | Measured (median) | Reference (median) | Ratio (95% CI) | Target | \
+         Holds |\n",
+    );
     s.push_str("|---|---|---|---|---|---|---|\n");
     for r in &report.rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} | {} |",
-                         r.id, r.what, r.value, r.reference, r.ratio, r.target, r.holds);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.id, r.what, r.value, r.reference, r.ratio, r.target, r.holds
+        );
     }
     if !report.notes.is_empty() {
         s.push('\n');

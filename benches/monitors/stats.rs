@@ -28,7 +28,8 @@ pub fn median(v: &[f64]) -> f64 {
 
 fn fast_median(v: &mut [f64]) -> f64 {
     let mid = v.len() / 2;
-    *v.select_nth_unstable_by(mid, |a, b| a.partial_cmp(b).expect("NaN")).1
+    *v.select_nth_unstable_by(mid, |a, b| a.partial_cmp(b).expect("NaN"))
+        .1
 }
 
 /// Ratio of medians a/b and its bootstrap 95% interval.
@@ -73,7 +74,12 @@ pub fn median_ci(ratios: &[f64]) -> (f64, f64, f64) {
 /// (forward and backward from a rotating start: all 6 orders of 3), so that
 /// every operation is as often first, middle and last: the position in a
 /// round shifts a round trip by a few per cent on this machine.
-pub fn interleave(n: usize, rounds: usize, warmup: usize, mut op: impl FnMut(usize)) -> Vec<Vec<f64>> {
+pub fn interleave(
+    n: usize,
+    rounds: usize,
+    warmup: usize,
+    mut op: impl FnMut(usize),
+) -> Vec<Vec<f64>> {
     interleave_timed(n, rounds, warmup, |i| {
         let t = Instant::now();
         op(i);
@@ -82,12 +88,21 @@ pub fn interleave(n: usize, rounds: usize, warmup: usize, mut op: impl FnMut(usi
 }
 
 /// As interleave(), but `op` measures itself and returns microseconds.
-pub fn interleave_timed(n: usize, rounds: usize, warmup: usize, mut op: impl FnMut(usize) -> f64) -> Vec<Vec<f64>> {
+pub fn interleave_timed(
+    n: usize,
+    rounds: usize,
+    warmup: usize,
+    mut op: impl FnMut(usize) -> f64,
+) -> Vec<Vec<f64>> {
     let mut out = vec![Vec::with_capacity(rounds); n];
     for r in 0..warmup + rounds {
         let start = (r / 2) % n;
         for k in 0..n {
-            let i = if r % 2 == 0 { (start + k) % n } else { (start + n - k) % n };
+            let i = if r % 2 == 0 {
+                (start + k) % n
+            } else {
+                (start + n - k) % n
+            };
             let dt = op(i);
             if r >= warmup {
                 out[i].push(dt);

@@ -6,7 +6,10 @@ use std::os::fd::RawFd;
 
 /// Sends `bytes` on `sock` with `fd` attached in an SCM_RIGHTS message.
 pub fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<()> {
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut _,
+        iov_len: bytes.len(),
+    };
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
     let mut cbuf = vec![0u8; space];

@@ -11,10 +11,14 @@
 //! runs with the other end as its stdin and stdout and speaks QMP there.
 //! When it exits, the manager removes the monitor and the chardev.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::process::{Command, ExitCode, Stdio};
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::net::UnixStream,
+    },
+    process::{Command, ExitCode, Stdio},
+};
 
 use serde_json::{json, Value};
 
@@ -29,7 +33,10 @@ struct Qmp {
 impl Qmp {
     fn connect(path: &str) -> std::io::Result<Self> {
         let sock = UnixStream::connect(path)?;
-        let mut qmp = Qmp { reader: BufReader::new(sock.try_clone()?), sock };
+        let mut qmp = Qmp {
+            reader: BufReader::new(sock.try_clone()?),
+            sock,
+        };
         qmp.recv()?; // greeting
         qmp.execute("qmp_capabilities", json!({}), None)?;
         Ok(qmp)
@@ -38,7 +45,10 @@ impl Qmp {
     fn recv(&mut self) -> std::io::Result<Value> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "QEMU closed the monitor"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "QEMU closed the monitor",
+            ));
         }
         serde_json::from_str(&line).map_err(std::io::Error::other)
     }
@@ -47,7 +57,9 @@ impl Qmp {
     fn execute(&mut self, name: &str, args: Value, fd: Option<&OwnedFd>) -> std::io::Result<Value> {
         let msg = format!("{}\n", json!({"execute": name, "arguments": args}));
         match fd {
-            Some(fd) => fdpass::send_with_fd(self.sock.as_raw_fd(), msg.as_bytes(), fd.as_raw_fd())?,
+            Some(fd) => {
+                fdpass::send_with_fd(self.sock.as_raw_fd(), msg.as_bytes(), fd.as_raw_fd())?
+            }
             None => self.sock.write_all(msg.as_bytes())?,
         }
         loop {

@@ -14,7 +14,10 @@ pub fn owned(fd: RawFd) -> OwnedFd {
 pub fn socketpair() -> (OwnedFd, OwnedFd) {
     let mut sv = [0; 2];
     // SAFETY: socketpair fills the array with two fresh fds.
-    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
+    assert_eq!(
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
+        0
+    );
     (owned(sv[0]), owned(sv[1]))
 }
 

@@ -2,16 +2,16 @@
 //! The QEMU process harness: a patched QEMU from build/bin with a
 //! manager QMP monitor, and the chardev-add arguments the tests use.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::{
+    os::fd::{AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
 
 use serde_json::{json, Value};
 
-use super::fd::socketpair;
-use super::qmp::Qmp;
-use super::wait::wait_timeout;
+use super::{fd::socketpair, qmp::Qmp, wait::wait_timeout};
 
 /// Directory of the patched binaries (the Makefile passes QEMU_BIN_DIR).
 pub fn bin_dir() -> PathBuf {
@@ -39,14 +39,24 @@ pub fn temp_dir() -> PathBuf {
 
 impl Qemu {
     pub fn start(extra: &[&str]) -> Self {
-        Self::start_binary("qemu-system-x86_64", &["-M", "none", "-accel", "qtest", "-display", "none"], "-qmp", extra)
+        Self::start_binary(
+            "qemu-system-x86_64",
+            &["-M", "none", "-accel", "qtest", "-display", "none"],
+            "-qmp",
+            extra,
+        )
     }
 
     pub fn start_storage_daemon(extra: &[&str]) -> Self {
         let dir = temp_dir();
         let sock = dir.join("mgr.sock");
         let chardev = format!("socket,id=mgr,path={},server=on,wait=off", sock.display());
-        let mut args = vec!["--chardev".to_owned(), chardev, "--monitor".into(), "chardev=mgr".into()];
+        let mut args = vec![
+            "--chardev".to_owned(),
+            chardev,
+            "--monitor".into(),
+            "chardev=mgr".into(),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn("qemu-storage-daemon", &args, dir, &sock)
     }
@@ -57,7 +67,11 @@ impl Qemu {
         let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
         args.push(qmp_opt.into());
         args.push(format!("unix:{},server=on,wait=off", sock.display()));
-        args.extend(extra.iter().map(|s| s.replace("@DIR@", &dir.display().to_string())));
+        args.extend(
+            extra
+                .iter()
+                .map(|s| s.replace("@DIR@", &dir.display().to_string())),
+        );
         Self::spawn(bin, &args, dir, &sock)
     }
 
@@ -102,15 +116,24 @@ impl Qemu {
     /// Returns the other end, the client's.
     pub fn add_socketpair_chardev(&mut self, name: &str) -> OwnedFd {
         let (ours, theirs) = socketpair();
-        self.mgr.send_with_fd(&json!({"execute": "getfd", "arguments": {"fdname": name}}), theirs.as_raw_fd());
-        assert_eq!(self.mgr.recv_reply_awaiting("the reply to getfd").expect("getfd"), json!({"return": {}}));
+        self.mgr.send_with_fd(
+            &json!({"execute": "getfd", "arguments": {"fdname": name}}),
+            theirs.as_raw_fd(),
+        );
+        assert_eq!(
+            self.mgr
+                .recv_reply_awaiting("the reply to getfd")
+                .expect("getfd"),
+            json!({"return": {}})
+        );
         drop(theirs);
         self.mgr.ok("chardev-add", fd_chardev(name, name));
         ours
     }
 
     pub fn monitor_add(&mut self, id: &str, chardev: &str) {
-        self.mgr.ok("monitor-add", json!({"id": id, "chardev": chardev}));
+        self.mgr
+            .ok("monitor-add", json!({"id": id, "chardev": chardev}));
     }
 
     pub fn monitor_remove(&mut self, id: &str) {
@@ -135,8 +158,17 @@ impl Qemu {
             .expect("list")
             .iter()
             .map(|m| {
-                let s = |k: &str| m[k].as_str().unwrap_or_else(|| panic!("{k} in {m}")).to_owned();
-                (s("id"), s("mode"), s("chardev"), m["dynamic"].as_bool().expect("dynamic"))
+                let s = |k: &str| {
+                    m[k].as_str()
+                        .unwrap_or_else(|| panic!("{k} in {m}"))
+                        .to_owned()
+                };
+                (
+                    s("id"),
+                    s("mode"),
+                    s("chardev"),
+                    m["dynamic"].as_bool().expect("dynamic"),
+                )
             })
             .collect()
     }
@@ -148,8 +180,12 @@ impl Qemu {
     /// Labels of all chardevs, sorted.
     pub fn chardev_labels(&mut self) -> Vec<String> {
         let list = self.mgr.ok("query-chardev", json!({}));
-        let mut v: Vec<String> =
-            list.as_array().expect("list").iter().map(|c| c["label"].as_str().expect("label").to_owned()).collect();
+        let mut v: Vec<String> = list
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|c| c["label"].as_str().expect("label").to_owned())
+            .collect();
         v.sort();
         v
     }

@@ -2,12 +2,16 @@
 //! A line-based QMP client over any fd (Unix sockets, ptys,
 //! socketpairs) whose every read, write and connect is bounded.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Read, Write},
+    os::{
+        fd::{AsRawFd, OwnedFd, RawFd},
+        unix::net::UnixStream,
+    },
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use serde_json::{json, Value};
 
@@ -25,11 +29,18 @@ fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> std::io::Resu
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         match unsafe { libc::poll(&mut pfd, 1, ms) } {
             0 => {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("fd {fd} idle for {timeout:?}")))
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("fd {fd} idle for {timeout:?}"),
+                ))
             }
             n if n > 0 => return Ok(()),
             _ => {
@@ -79,7 +90,10 @@ fn brief(text: &str) -> String {
 /// EAGAIN from SO_SNDTIMEO (the fds are blocking, so nothing else
 /// gives EAGAIN).
 fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
 }
 
 /// One connect(2) to a Unix socket, non-blocking so that a full backlog
@@ -88,7 +102,13 @@ fn is_timeout(e: &std::io::Error) -> bool {
 fn connect_unix(path: &Path) -> std::io::Result<UnixStream> {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: plain syscall; the fd is checked and owned at once.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -98,20 +118,33 @@ fn connect_unix(path: &Path) -> std::io::Result<UnixStream> {
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = path.as_os_str().as_bytes();
     if bytes.len() >= addr.sun_path.len() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "socket path too long"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
     }
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
     let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: addr is a valid sockaddr_un of `len` bytes; fd is ours.
-    if unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
+    if unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } != 0
+    {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fcntl on our own fd.
     unsafe {
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        assert!(flags >= 0 && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0);
+        assert!(
+            flags >= 0
+                && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+        );
     }
     Ok(UnixStream::from(fd))
 }
@@ -128,8 +161,18 @@ pub struct Qmp {
 impl Qmp {
     pub fn from_fd(fd: OwnedFd) -> Self {
         let file = File::from(fd);
-        let writer = TimedFd { file: file.try_clone().expect("dup"), timeout: IO_TIMEOUT };
-        let mut qmp = Qmp { writer, reader: BufReader::new(TimedFd { file, timeout: IO_TIMEOUT }), events: Vec::new() };
+        let writer = TimedFd {
+            file: file.try_clone().expect("dup"),
+            timeout: IO_TIMEOUT,
+        };
+        let mut qmp = Qmp {
+            writer,
+            reader: BufReader::new(TimedFd {
+                file,
+                timeout: IO_TIMEOUT,
+            }),
+            events: Vec::new(),
+        };
         qmp.set_timeout(IO_TIMEOUT);
         qmp
     }
@@ -163,7 +206,11 @@ impl Qmp {
 
     /// The panic of a wait that timed out.
     fn timed_out(&self, what: &str) -> ! {
-        panic!("timed out after {:?} waiting for {what} (QMP connection on fd {})", self.timeout(), self.raw_fd())
+        panic!(
+            "timed out after {:?} waiting for {what} (QMP connection on fd {})",
+            self.timeout(),
+            self.raw_fd()
+        )
     }
 
     pub fn connect(path: &Path) -> Self {
@@ -172,7 +219,10 @@ impl Qmp {
             match connect_unix(path) {
                 Ok(s) => return Self::from_fd(s.into()),
                 Err(e) if Instant::now() > deadline => {
-                    panic!("timed out after {IO_TIMEOUT:?} connecting to {}: {e}", path.display())
+                    panic!(
+                        "timed out after {IO_TIMEOUT:?} connecting to {}: {e}",
+                        path.display()
+                    )
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -193,7 +243,10 @@ impl Qmp {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) => None,
-            Ok(_) => Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))),
+            Ok(_) => Some(
+                serde_json::from_str(line.trim())
+                    .unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
+            ),
             Err(e) if is_timeout(&e) => self.timed_out(&what()),
             Err(e) => panic!("read: {e}"),
         }
@@ -233,9 +286,10 @@ impl Qmp {
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         match self.writer.write_all(bytes) {
             Ok(()) => {}
-            Err(e) if is_timeout(&e) => {
-                self.timed_out(&format!("QEMU to read {}", brief(&String::from_utf8_lossy(bytes))))
-            }
+            Err(e) if is_timeout(&e) => self.timed_out(&format!(
+                "QEMU to read {}",
+                brief(&String::from_utf8_lossy(bytes))
+            )),
             Err(e) => panic!("write: {e}"),
         }
     }
@@ -266,7 +320,9 @@ impl Qmp {
     /// Reads the greeting, negotiates `caps`, and returns the greeting's
     /// capabilities.
     pub fn handshake(&mut self, caps: &[&str]) -> Vec<String> {
-        let greeting = self.recv_for(&|| "the QMP greeting".to_owned()).expect("greeting");
+        let greeting = self
+            .recv_for(&|| "the QMP greeting".to_owned())
+            .expect("greeting");
         let offered = greeting["QMP"]["capabilities"]
             .as_array()
             .unwrap_or_else(|| panic!("not a greeting: {greeting}"))
@@ -327,7 +383,10 @@ impl Qmp {
             match connect_unix(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if Instant::now() > deadline {
-                        panic!("timed out after {IO_TIMEOUT:?} waiting for {} to accept a connection", path.display());
+                        panic!(
+                            "timed out after {IO_TIMEOUT:?} waiting for {} to accept a connection",
+                            path.display()
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -359,16 +418,25 @@ impl Qmp {
         let mut buf = Vec::new();
         match self.reader.read_until(b'\n', &mut buf) {
             Ok(0) => Incoming::Closed,
-            Ok(_) if buf.last() != Some(&b'\n') => Incoming::Partial(String::from_utf8_lossy(&buf).into_owned()),
+            Ok(_) if buf.last() != Some(&b'\n') => {
+                Incoming::Partial(String::from_utf8_lossy(&buf).into_owned())
+            }
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
-                Incoming::Msg(serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")))
+                Incoming::Msg(
+                    serde_json::from_str(line.trim())
+                        .unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
+                )
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && buf.is_empty() => Incoming::Closed,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && buf.is_empty() => {
+                Incoming::Closed
+            }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 Incoming::Partial(String::from_utf8_lossy(&buf).into_owned())
             }
-            Err(e) if is_timeout(&e) => self.timed_out("a QMP message or the end of the connection"),
+            Err(e) if is_timeout(&e) => {
+                self.timed_out("a QMP message or the end of the connection")
+            }
             Err(e) => panic!("read: {e}"),
         }
     }

@@ -44,7 +44,10 @@ impl Rng {
 /// The seed of a randomised test: `QMH_SEED` if set (to replay a
 /// failure), else `default`.  Printed so that a failure can be replayed.
 pub fn seed(test: &str, default: u64) -> u64 {
-    let seed = std::env::var("QMH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let seed = std::env::var("QMH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
     eprintln!("{test}: seed {seed} (replay with QMH_SEED={seed})");
     seed
 }

@@ -20,7 +20,8 @@ pub struct Snapshot {
 impl Qemu {
     /// VmRSS of QEMU, in kB.
     pub fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/PID/status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -31,7 +32,8 @@ impl Qemu {
     /// Is this QEMU built with AddressSanitizer?  Its quarantine keeps
     /// freed memory resident on purpose, so RSS says nothing there.
     pub fn has_asan(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/maps", self.pid())).is_ok_and(|m| m.contains("libasan"))
+        std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))
+            .is_ok_and(|m| m.contains("libasan"))
     }
 
     /// QEMU has not exited and answers on the manager monitor.
@@ -45,7 +47,12 @@ impl Qemu {
     pub fn snapshot(&mut self) -> Snapshot {
         let monitors = self.mgr.ok("query-monitors", json!({}));
         let chardevs = self.chardev_labels();
-        Snapshot { fds: self.fds(), rss_kb: self.rss_kb(), monitors, chardevs }
+        Snapshot {
+            fds: self.fds(),
+            rss_kb: self.rss_kb(),
+            monitors,
+            chardevs,
+        }
     }
 
     /// Checks the state against `before`: alive, same monitors and
@@ -54,8 +61,16 @@ impl Qemu {
     /// grown by at most `rss_slack_kb` (skipped under ASan).
     pub fn check_against(&mut self, before: &Snapshot, rss_slack_kb: u64, what: &str) {
         self.assert_alive();
-        assert_eq!(self.mgr.ok("query-monitors", json!({})), before.monitors, "{what}: monitors changed");
-        assert_eq!(self.chardev_labels(), before.chardevs, "{what}: chardevs changed");
+        assert_eq!(
+            self.mgr.ok("query-monitors", json!({})),
+            before.monitors,
+            "{what}: monitors changed"
+        );
+        assert_eq!(
+            self.chardev_labels(),
+            before.chardevs,
+            "{what}: chardevs changed"
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let fds = self.fds();
@@ -65,7 +80,11 @@ impl Qemu {
             if Instant::now() > deadline {
                 let gone: Vec<_> = before.fds.iter().filter(|f| !fds.contains(f)).collect();
                 let new: Vec<_> = fds.iter().filter(|f| !before.fds.contains(f)).collect();
-                panic!("{what}: {} fds before, {} after; gone {gone:?}, new {new:?}", before.fds.len(), fds.len());
+                panic!(
+                    "{what}: {} fds before, {} after; gone {gone:?}, new {new:?}",
+                    before.fds.len(),
+                    fds.len()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

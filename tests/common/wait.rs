@@ -2,8 +2,10 @@
 //! Bounded waits: for a process to exit, a thread to finish, a
 //! condition to hold.  Each panics saying what it waited for.
 
-use std::process::{Child, ExitStatus};
-use std::time::{Duration, Instant};
+use std::{
+    process::{Child, ExitStatus},
+    time::{Duration, Instant},
+};
 
 /// Polls until `cond` holds; the deadline only catches hangs.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -42,7 +44,10 @@ fn wait_finished(limit: Duration, what: &str, is_finished: impl Fn() -> bool) {
     let deadline = Instant::now() + limit;
     let mut nap = Duration::from_micros(50);
     while !is_finished() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what} to finish");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what} to finish"
+        );
         std::thread::sleep(nap);
         nap = (nap * 2).min(Duration::from_millis(10));
     }
@@ -51,7 +56,11 @@ fn wait_finished(limit: Duration, what: &str, is_finished: impl Fn() -> bool) {
 /// `handle.join()`, waiting at most `limit` for the thread (`what`) to
 /// finish; panics if it does not.  A timed-out thread is left running:
 /// it ends when the test's QEMU is killed.
-pub fn join_timeout<T>(handle: std::thread::JoinHandle<T>, limit: Duration, what: &str) -> std::thread::Result<T> {
+pub fn join_timeout<T>(
+    handle: std::thread::JoinHandle<T>,
+    limit: Duration,
+    what: &str,
+) -> std::thread::Result<T> {
     wait_finished(limit, what, || handle.is_finished());
     handle.join()
 }

@@ -19,14 +19,25 @@ impl Watchdog {
         let thread = std::thread::spawn(move || {
             let (lock, cv) = &*d;
             let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-            let (guard, _) = cv.wait_timeout_while(guard, limit, |done| !*done).unwrap_or_else(|e| e.into_inner());
+            let (guard, _) = cv
+                .wait_timeout_while(guard, limit, |done| !*done)
+                .unwrap_or_else(|e| e.into_inner());
             if *guard {
                 return;
             }
             eprintln!("WATCHDOG: {what} still running after {limit:?}: QEMU {pid} hangs?");
-            for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+            for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let p = task.path();
-                let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default().trim().to_owned();
+                let read = |f: &str| {
+                    std::fs::read_to_string(p.join(f))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned()
+                };
                 eprintln!(
                     "WATCHDOG:   thread {:?} {} wchan={}",
                     p.file_name().unwrap_or_default(),
@@ -37,14 +48,18 @@ impl Watchdog {
             // SAFETY: plain syscall; pid is our child (not yet reaped:
             // the Qemu that owns it is still in use).
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            let (guard, _) =
-                cv.wait_timeout_while(guard, Duration::from_secs(60), |done| !*done).unwrap_or_else(|e| e.into_inner());
+            let (guard, _) = cv
+                .wait_timeout_while(guard, Duration::from_secs(60), |done| !*done)
+                .unwrap_or_else(|e| e.into_inner());
             if !*guard {
                 eprintln!("WATCHDOG: {what} still stuck 60 s after killing QEMU; aborting");
                 std::process::abort();
             }
         });
-        Watchdog { done, thread: Some(thread) }
+        Watchdog {
+            done,
+            thread: Some(thread),
+        }
     }
 }
 

@@ -8,8 +8,10 @@ use std::collections::{HashSet, VecDeque};
 
 use serde_json::{json, Value};
 
-use super::conn::{Conn, Incoming, READ_LIMIT};
-use super::failure::{note, tolerated, Failure, Kind, Res};
+use super::{
+    conn::{Conn, Incoming, READ_LIMIT},
+    failure::{note, tolerated, Failure, Kind, Res},
+};
 
 /// What a request must be answered with.
 #[derive(Debug, Clone)]
@@ -27,7 +29,8 @@ pub enum Reply {
 const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub const NEGOTIATE_FIRST: &str = "Expecting capabilities negotiation with 'qmp_capabilities'";
-pub const ALREADY_NEGOTIATED: &str = "Capabilities negotiation is already complete, command ignored";
+pub const ALREADY_NEGOTIATED: &str =
+    "Capabilities negotiation is already complete, command ignored";
 
 #[derive(Debug)]
 struct Owed {
@@ -86,10 +89,21 @@ impl Client {
 
     /// The text of a request, registered as owed (or as one whose reply
     /// must not come, when `dropped`).
-    pub fn request(&mut self, execute: &str, args: Option<Value>, oob: bool, reply: Reply, dropped: bool) -> String {
+    pub fn request(
+        &mut self,
+        execute: &str,
+        args: Option<Value>,
+        oob: bool,
+        reply: Reply,
+        dropped: bool,
+    ) -> String {
         self.next += 1;
         let id = format!("{}-{}", self.name, self.next);
-        let mut msg = if oob { json!({"exec-oob": execute}) } else { json!({"execute": execute}) };
+        let mut msg = if oob {
+            json!({"exec-oob": execute})
+        } else {
+            json!({"execute": execute})
+        };
         if let Some(a) = args {
             msg["arguments"] = a;
         }
@@ -97,7 +111,13 @@ impl Client {
         if dropped {
             self.dropped.insert(id.clone());
         } else {
-            self.owed.push_back(Owed { id, reply, oob, n: self.next, caps: execute == "qmp_capabilities" });
+            self.owed.push_back(Owed {
+                id,
+                reply,
+                oob,
+                n: self.next,
+                caps: execute == "qmp_capabilities",
+            });
         }
         format!("{msg}\n")
     }
@@ -115,23 +135,35 @@ impl Client {
     fn absorb(&mut self, msg: Value) -> Res {
         if msg.get("QMP").is_some() {
             if !self.greeting_due {
-                return Err(self.fail(Kind::Greeting, format!("a greeting on a chardev without monitor: {msg}")));
+                return Err(self.fail(
+                    Kind::Greeting,
+                    format!("a greeting on a chardev without monitor: {msg}"),
+                ));
             }
             if self.greeted {
                 return Err(self.fail(Kind::Greeting, format!("a second greeting: {msg}")));
             }
             if msg["QMP"]["capabilities"] != json!(["oob"]) {
-                return Err(self.fail(Kind::Greeting, format!("a socket monitor must offer oob: {msg}")));
+                return Err(self.fail(
+                    Kind::Greeting,
+                    format!("a socket monitor must offer oob: {msg}"),
+                ));
             }
             self.greeted = true;
             return Ok(());
         }
         if !self.greeted {
-            return Err(self.fail(Kind::Greeting, format!("received before the greeting: {msg}")));
+            return Err(self.fail(
+                Kind::Greeting,
+                format!("received before the greeting: {msg}"),
+            ));
         }
         if let Some(ev) = msg.get("event").and_then(Value::as_str) {
             if !self.command_mode {
-                return Err(self.fail(Kind::Event, format!("an event in capability negotiation mode: {msg}")));
+                return Err(self.fail(
+                    Kind::Event,
+                    format!("an event in capability negotiation mode: {msg}"),
+                ));
             }
             if ev != "STOP" && ev != "RESUME" {
                 return Err(self.fail(Kind::Event, format!("an event nobody caused: {msg}")));
@@ -140,33 +172,50 @@ impl Client {
                 match exp.pop_front() {
                     Some((name, _)) if name == ev => {}
                     other => {
-                        return Err(self.fail(Kind::Event, format!("event {msg} where {other:?} was expected")));
+                        return Err(self.fail(
+                            Kind::Event,
+                            format!("event {msg} where {other:?} was expected"),
+                        ));
                     }
                 }
             }
             return Ok(());
         }
         let Some(id) = msg.get("id").and_then(Value::as_str).map(str::to_owned) else {
-            return Err(self.fail(Kind::StrayReply, format!("a reply without the id it was sent with: {msg}")));
+            return Err(self.fail(
+                Kind::StrayReply,
+                format!("a reply without the id it was sent with: {msg}"),
+            ));
         };
         if self.flood.as_deref().is_some_and(|p| id.starts_with(p)) {
             if msg.get("return").is_none() {
-                return Err(self.fail(Kind::WrongReply, format!("a flood request failed: {}", cut_msg(&msg))));
+                return Err(self.fail(
+                    Kind::WrongReply,
+                    format!("a flood request failed: {}", cut_msg(&msg)),
+                ));
             }
             if !self.answered.insert(id.clone()) {
-                return Err(self.fail(Kind::StrayReply, format!("a second reply to {id}: {}", cut_msg(&msg))));
+                return Err(self.fail(
+                    Kind::StrayReply,
+                    format!("a second reply to {id}: {}", cut_msg(&msg)),
+                ));
             }
             return Ok(());
         }
         if self.dropped.contains(&id) {
-            return Err(self
-                .fail(Kind::StrayReply, format!("a reply to a request sent after its monitor removed itself: {msg}")));
+            return Err(self.fail(
+                Kind::StrayReply,
+                format!("a reply to a request sent after its monitor removed itself: {msg}"),
+            ));
         }
         if self.answered.contains(&id) {
             return Err(self.fail(Kind::StrayReply, format!("a second reply to {id}: {msg}")));
         }
         let Some(pos) = self.owed.iter().position(|o| o.id == id) else {
-            return Err(self.fail(Kind::StrayReply, format!("a reply to a request it never sent: {msg}")));
+            return Err(self.fail(
+                Kind::StrayReply,
+                format!("a reply to a request it never sent: {msg}"),
+            ));
         };
         let o = &self.owed[pos];
         if !o.oob {
@@ -174,7 +223,11 @@ impl Client {
                 if first.id != id {
                     return Err(self.fail(
                         Kind::StrayReply,
-                        format!("in-band reply {id} before the reply to {}: {}", first.id, cut_msg(&msg)),
+                        format!(
+                            "in-band reply {id} before the reply to {}: {}",
+                            first.id,
+                            cut_msg(&msg)
+                        ),
                     ));
                 }
             }
@@ -182,12 +235,15 @@ impl Client {
         let ok = match &o.reply {
             Reply::Return(v) => msg.get("return") == Some(v),
             Reply::List => msg.get("return").is_some_and(Value::is_array),
-            Reply::NotFound(desc) => msg["error"]["class"] == "CommandNotFound" && msg["error"]["desc"] == *desc,
+            Reply::NotFound(desc) => {
+                msg["error"]["class"] == "CommandNotFound" && msg["error"]["desc"] == *desc
+            }
         };
         if !ok {
-            return Err(
-                self.fail(Kind::WrongReply, format!("reply {} where {:?} was expected", cut_msg(&msg), o.reply))
-            );
+            return Err(self.fail(
+                Kind::WrongReply,
+                format!("reply {} where {:?} was expected", cut_msg(&msg), o.reply),
+            ));
         }
         if let Some(exp) = &self.expected_events {
             if let Some((name, fence)) = exp.front() {
@@ -195,7 +251,8 @@ impl Client {
                     return Err(self.fail(
                         Kind::Event,
                         format!(
-                            "no {name} event before the reply to a request sent after it was emitted: {}",
+                            "no {name} event before the reply to a request sent after it was \
+                             emitted: {}",
                             cut_msg(&msg)
                         ),
                     ));
@@ -220,7 +277,10 @@ impl Client {
                         Some(o) => format!("the reply to {}", o.id),
                         None => "the greeting".to_owned(),
                     };
-                    return Err(self.fail(Kind::MissingReply, format!("connection closed before {what}")));
+                    return Err(self.fail(
+                        Kind::MissingReply,
+                        format!("connection closed before {what}"),
+                    ));
                 }
             }
         }
@@ -253,14 +313,22 @@ impl Client {
             let got = self.conn.recv(limit);
             if quiet && matches!(&got, Err(f) if f.kind == Kind::Timeout) {
                 note(format!(
-                    "after {}, a client owed nothing gets no EOF within {QUIET:?} (QEMU waits for the client to close)",
-                    if complete { "a self-removal" } else { "monitor-remove or chardev-remove" }
+                    "after {}, a client owed nothing gets no EOF within {QUIET:?} (QEMU waits for \
+                     the client to close)",
+                    if complete {
+                        "a self-removal"
+                    } else {
+                        "monitor-remove or chardev-remove"
+                    }
                 ));
                 return Ok(());
             }
             let got = got.map_err(|f| {
                 if f.kind == Kind::Timeout {
-                    self.fail(Kind::Timeout, format!("not disconnected by the monitor's removal ({})", f.detail))
+                    self.fail(
+                        Kind::Timeout,
+                        format!("not disconnected by the monitor's removal ({})", f.detail),
+                    )
                 } else {
                     f
                 }

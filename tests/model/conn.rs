@@ -4,10 +4,14 @@
 //! monitors work too), and anything that is not a whole message on a
 //! message boundary is reported, never panicked on.
 
-use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::{
+    io::{ErrorKind, Read, Write},
+    os::{
+        fd::{AsRawFd, RawFd},
+        unix::net::UnixStream,
+    },
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 
@@ -46,8 +50,16 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: UnixStream, label: impl Into<String>) -> Self {
-        stream.set_write_timeout(Some(Duration::from_secs(10))).expect("SO_SNDTIMEO");
-        Conn { stream, buf: Vec::new(), scan: Scan::default(), closed: false, label: label.into() }
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("SO_SNDTIMEO");
+        Conn {
+            stream,
+            buf: Vec::new(),
+            scan: Scan::default(),
+            closed: false,
+            label: label.into(),
+        }
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -88,7 +100,11 @@ impl Conn {
                         let text = String::from_utf8_lossy(&self.buf[s.scanned - 1..]).into_owned();
                         return Err(Failure::new(
                             Kind::Garbled,
-                            format!("{}: output does not start a JSON object: {:?}", self.label, cut(&text)),
+                            format!(
+                                "{}: output does not start a JSON object: {:?}",
+                                self.label,
+                                cut(&text)
+                            ),
                         ));
                     }
                 }
@@ -118,10 +134,15 @@ impl Conn {
                     [b'\r', b'\n', ..] => Some(2),
                     [] | [b'\r'] => None,
                     _ => {
-                        let text = String::from_utf8_lossy(&self.buf[s.start.unwrap()..]).into_owned();
+                        let text =
+                            String::from_utf8_lossy(&self.buf[s.start.unwrap()..]).into_owned();
                         return Err(Failure::new(
                             Kind::Garbled,
-                            format!("{}: a message not followed by a line end: {:?}", self.label, cut(&text)),
+                            format!(
+                                "{}: a message not followed by a line end: {:?}",
+                                self.label,
+                                cut(&text)
+                            ),
                         ));
                     }
                 };
@@ -135,7 +156,10 @@ impl Conn {
                 let parsed = serde_json::from_slice::<Value>(&self.buf[start..end]);
                 let msg = parsed.map_err(|e| {
                     let text = String::from_utf8_lossy(&self.buf[start..end]).into_owned();
-                    Failure::new(Kind::Garbled, format!("{}: not JSON ({e}): {:?}", self.label, cut(&text)))
+                    Failure::new(
+                        Kind::Garbled,
+                        format!("{}: not JSON ({e}): {:?}", self.label, cut(&text)),
+                    )
                 })?;
                 self.buf.drain(..end + eol);
                 *s = Scan::default();
@@ -160,21 +184,34 @@ impl Conn {
                 let text = String::from_utf8_lossy(&self.buf).into_owned();
                 return Err(Failure::new(
                     Kind::Garbled,
-                    format!("{}: the connection ended inside a message: {:?}", self.label, cut(&text)),
+                    format!(
+                        "{}: the connection ended inside a message: {:?}",
+                        self.label,
+                        cut(&text)
+                    ),
                 ));
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Failure::new(Kind::Timeout, format!("{}: nothing read for {limit:?}", self.label)));
+                return Err(Failure::new(
+                    Kind::Timeout,
+                    format!("{}: nothing read for {limit:?}", self.label),
+                ));
             }
-            self.stream.set_read_timeout(Some(deadline - now)).expect("SO_RCVTIMEO");
+            self.stream
+                .set_read_timeout(Some(deadline - now))
+                .expect("SO_RCVTIMEO");
             let mut chunk = [0u8; 65536];
             match self.stream.read(&mut chunk) {
                 Ok(0) => self.closed = true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 // On AF_UNIX, QEMU closing with our input unread resets us.
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => self.closed = true,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(Failure::new(Kind::Io, format!("{}: read: {e}", self.label))),
             }
         }
@@ -216,7 +253,10 @@ impl Conn {
                     if m.get("id") != Some(&Value::from(id)) {
                         return Err(Failure::new(
                             Kind::StrayReply,
-                            format!("{}: reply {m} while waiting for the reply to {msg}", self.label),
+                            format!(
+                                "{}: reply {m} while waiting for the reply to {msg}",
+                                self.label
+                            ),
                         ));
                     }
                     return Ok(m);

@@ -4,20 +4,26 @@
 //! happened.  A lane only touches its own objects, so lanes can run in
 //! threads of their own.
 
-use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::net::UnixStream,
+    },
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use serde_json::{json, Value};
 
-use super::common::{fd_chardev, socket_chardev};
-use super::client::{Client, Reply, ALREADY_NEGOTIATED, NEGOTIATE_FIRST};
-use super::conn::Conn;
-use super::failure::{Failure, Kind, Res};
-use super::plan::Step;
-use super::state::{CState, ChrKind, Close, Expect, Lane, Shared};
+use super::{
+    client::{Client, Reply, ALREADY_NEGOTIATED, NEGOTIATE_FIRST},
+    common::{fd_chardev, socket_chardev},
+    conn::Conn,
+    failure::{Failure, Kind, Res},
+    plan::Step,
+    state::{CState, ChrKind, Close, Expect, Lane, Shared},
+};
 
 /// How long a close-action=delete removal may take to show.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(20);
@@ -35,7 +41,10 @@ pub struct LaneExec {
 fn ctl_event(ev: &Value) -> Res {
     match ev["event"].as_str() {
         Some("STOP" | "RESUME") => Ok(()),
-        _ => Err(Failure::new(Kind::Event, format!("control monitor: unexpected event {ev}"))),
+        _ => Err(Failure::new(
+            Kind::Event,
+            format!("control monitor: unexpected event {ev}"),
+        )),
     }
 }
 
@@ -45,7 +54,13 @@ fn wrong(what: String) -> Failure {
 
 impl LaneExec {
     pub fn new(model: Lane, ctl: Conn, dir: PathBuf) -> Self {
-        LaneExec { model, ctl, clients: BTreeMap::new(), dir, ctl_seq: 0 }
+        LaneExec {
+            model,
+            ctl,
+            clients: BTreeMap::new(),
+            dir,
+            ctl_seq: 0,
+        }
     }
 
     /// A command on the control monitor; returns the whole reply.
@@ -58,17 +73,30 @@ impl LaneExec {
 
     /// A command whose outcome the model predicts.  Returns whether it
     /// succeeded (for Expect::Racy, the caller interprets the error).
-    fn ctl_expect(&mut self, execute: &str, args: Value, exp: &Expect) -> Res<Result<Value, String>> {
+    fn ctl_expect(
+        &mut self,
+        execute: &str,
+        args: Value,
+        exp: &Expect,
+    ) -> Res<Result<Value, String>> {
         let rsp = self.ctl_call(execute, args.clone())?;
         let got = match (rsp.get("return"), rsp["error"]["desc"].as_str()) {
             (Some(v), _) => Ok(v.clone()),
             (None, Some(d)) if rsp["error"]["class"] == "GenericError" => Err(d.to_owned()),
-            _ => return Err(wrong(format!("{execute} {args}: not a success nor a GenericError: {rsp}"))),
+            _ => {
+                return Err(wrong(format!(
+                    "{execute} {args}: not a success nor a GenericError: {rsp}"
+                )))
+            }
         };
         match (exp, &got) {
             (Expect::Ok, Ok(_)) | (Expect::Racy, _) => {}
             (Expect::Err(d), Err(g)) if d == g => {}
-            _ => return Err(wrong(format!("{execute} {args}: expected {exp:?}, got {rsp}"))),
+            _ => {
+                return Err(wrong(format!(
+                    "{execute} {args}: expected {exp:?}, got {rsp}"
+                )))
+            }
         }
         Ok(got)
     }
@@ -110,7 +138,9 @@ impl LaneExec {
             let mons = self.ctl_call("query-monitors", json!({}))?;
             let chrs = self.ctl_call("query-chardev", json!({}))?;
             let has = |list: &Value, key: &str, name: &str| {
-                list["return"].as_array().is_some_and(|l| l.iter().any(|e| e[key] == name))
+                list["return"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|e| e[key] == name))
             };
             let left: Vec<String> = self
                 .model
@@ -133,7 +163,10 @@ impl LaneExec {
             if Instant::now() > deadline {
                 return Err(Failure::new(
                     Kind::State,
-                    format!("close-action=delete: {left:?} still there {SETTLE_LIMIT:?} after the client left"),
+                    format!(
+                        "close-action=delete: {left:?} still there {SETTLE_LIMIT:?} after the \
+                         client left"
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -143,8 +176,14 @@ impl LaneExec {
 
     pub fn run(&mut self, round: u32, shared: &Shared, step: &Step) -> Res {
         if std::env::var_os("QMH_TRACE").is_some() {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            eprintln!("{:.3} round {round:3} lane {}: {step}", t.as_secs_f64() % 1000.0, self.model.lane);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            eprintln!(
+                "{:.3} round {round:3} lane {}: {step}",
+                t.as_secs_f64() % 1000.0,
+                self.model.lane
+            );
         }
         if self.touches_dying(step) {
             self.settle()?;
@@ -170,7 +209,9 @@ impl LaneExec {
                     (Expect::Racy, Err(d)) if d == format!("Chardev '{chr}' not found") => {
                         self.model.remove_chardev(chr);
                     }
-                    (Expect::Racy, Err(d)) => return Err(wrong(format!("chardev-remove of a dying chardev: {d}"))),
+                    (Expect::Racy, Err(d)) => {
+                        return Err(wrong(format!("chardev-remove of a dying chardev: {d}")))
+                    }
                     (_, Ok(_)) => {
                         // its monitor (if dying) is gone too; a client
                         // connected to a chardev without monitor is cut
@@ -181,7 +222,12 @@ impl LaneExec {
                     _ => {}
                 }
             }
-            Step::MonitorAdd { id, chr, close, pretty } => {
+            Step::MonitorAdd {
+                id,
+                chr,
+                close,
+                pretty,
+            } => {
                 let exp = self.model.expect_monitor_add(shared, id, chr);
                 let mut args = json!({"id": id, "chardev": chr});
                 if let Some(c) = close {
@@ -191,7 +237,8 @@ impl LaneExec {
                     args["pretty"] = json!(true);
                 }
                 if self.ctl_expect("monitor-add", args, &exp)?.is_ok() {
-                    self.model.add_monitor(round, id, chr, close.unwrap_or(Close::None));
+                    self.model
+                        .add_monitor(round, id, chr, close.unwrap_or(Close::None));
                     let waiting = self.model.chrs[chr].client.clone();
                     if let Some(c) = waiting.and_then(|c| self.clients.get_mut(&c)) {
                         c.greeting_due = true;
@@ -206,7 +253,9 @@ impl LaneExec {
                         // the close won; the chardev goes too
                         self.model.drop_monitor(id);
                     }
-                    (Expect::Racy, Err(d)) => return Err(wrong(format!("monitor-remove of a dying monitor: {d}"))),
+                    (Expect::Racy, Err(d)) => {
+                        return Err(wrong(format!("monitor-remove of a dying monitor: {d}")))
+                    }
                     (Expect::Racy, Ok(_)) => {
                         // the manager won: the chardev stays
                         let chr = self.model.mon(id).map(|m| m.chr.clone());
@@ -234,7 +283,11 @@ impl LaneExec {
                     CState::Negotiating => Reply::Return(json!({})),
                     CState::Command { .. } => Reply::NotFound(ALREADY_NEGOTIATED),
                 };
-                let args = if *oob { json!({"enable": ["oob"]}) } else { json!({}) };
+                let args = if *oob {
+                    json!({"enable": ["oob"]})
+                } else {
+                    json!({})
+                };
                 self.send_and_drain(client, &[("qmp_capabilities", Some(args), false, reply)])?;
                 let c = self.model.client_mut(client).expect("client");
                 c.unread = 0;
@@ -248,9 +301,15 @@ impl LaneExec {
                 };
                 let req = match (state, oob) {
                     (CState::Waiting, _) => return Ok(()),
-                    (CState::Negotiating, false) => ("query-name", None, false, Reply::NotFound(NEGOTIATE_FIRST)),
-                    (CState::Command { .. }, false) => ("query-name", None, false, Reply::Return(json!({}))),
-                    (CState::Command { oob: true }, true) => ("query-yank", None, true, Reply::List),
+                    (CState::Negotiating, false) => {
+                        ("query-name", None, false, Reply::NotFound(NEGOTIATE_FIRST))
+                    }
+                    (CState::Command { .. }, false) => {
+                        ("query-name", None, false, Reply::Return(json!({})))
+                    }
+                    (CState::Command { oob: true }, true) => {
+                        ("query-yank", None, true, Reply::List)
+                    }
                     _ => return Ok(()),
                 };
                 self.send_and_drain(client, &[req])?;
@@ -264,10 +323,21 @@ impl LaneExec {
                 for i in 0..*n {
                     reqs.push(match (state, oob) {
                         (CState::Waiting, _) => return Ok(()),
-                        (CState::Negotiating, _) => ("query-qmp-schema", None, false, Reply::NotFound(NEGOTIATE_FIRST)),
-                        (CState::Command { oob: true }, true) if i % 3 != 2 => ("query-yank", None, true, Reply::List),
-                        (CState::Command { .. }, true) => ("query-name", None, false, Reply::Return(json!({}))),
-                        (CState::Command { .. }, false) => ("query-qmp-schema", None, false, Reply::List),
+                        (CState::Negotiating, _) => (
+                            "query-qmp-schema",
+                            None,
+                            false,
+                            Reply::NotFound(NEGOTIATE_FIRST),
+                        ),
+                        (CState::Command { oob: true }, true) if i % 3 != 2 => {
+                            ("query-yank", None, true, Reply::List)
+                        }
+                        (CState::Command { .. }, true) => {
+                            ("query-name", None, false, Reply::Return(json!({})))
+                        }
+                        (CState::Command { .. }, false) => {
+                            ("query-qmp-schema", None, false, Reply::List)
+                        }
                     });
                 }
                 self.send(client, &reqs, &[])?;
@@ -282,7 +352,11 @@ impl LaneExec {
             }
             Step::Getfd { client, fd } => self.getfd(client, fd)?,
             Step::FloodRemoved { client, delay_ms } => self.flood_removed(client, *delay_ms)?,
-            Step::SelfRemove { client, before, after } => self.self_remove(client, *before, *after)?,
+            Step::SelfRemove {
+                client,
+                before,
+                after,
+            } => self.self_remove(client, *before, *after)?,
             Step::Disconnect { client, abrupt } => {
                 let Some(mut c) = self.clients.remove(client) else {
                     return Ok(());
@@ -309,7 +383,10 @@ impl LaneExec {
                 self.model.running = !*stop;
                 if let Some(ev) = event {
                     for (name, c) in self.clients.iter_mut() {
-                        if matches!(self.model.clients.get(name).map(|c| c.state), Some(CState::Command { .. })) {
+                        if matches!(
+                            self.model.clients.get(name).map(|c| c.state),
+                            Some(CState::Command { .. })
+                        ) {
                             c.expect_event(ev);
                         }
                     }
@@ -340,7 +417,10 @@ impl LaneExec {
             text.push_str(&c.request(execute, args.clone(), false, Reply::List, true));
         }
         if let Err(e) = c.conn.write(&text) {
-            return Err(Failure::new(Kind::Io, format!("client {client}: write: {e}")));
+            return Err(Failure::new(
+                Kind::Io,
+                format!("client {client}: write: {e}"),
+            ));
         }
         Ok(())
     }
@@ -369,7 +449,10 @@ impl LaneExec {
             None => {
                 // removed (or never there): nobody may answer
                 return match UnixStream::connect(self.sock(chr)) {
-                    Ok(_) => Err(Failure::new(Kind::State, format!("connected to {chr}, a chardev that is gone"))),
+                    Ok(_) => Err(Failure::new(
+                        Kind::State,
+                        format!("connected to {chr}, a chardev that is gone"),
+                    )),
                     Err(_) => Ok(()),
                 };
             }
@@ -379,8 +462,15 @@ impl LaneExec {
         self.model.connect(client, chr);
         let due = self.model.chrs[chr].monitor.is_some();
         let track = self.model.lane == 0;
-        self.clients
-            .insert(client.to_owned(), Client::new(Conn::new(stream, format!("client {client}")), client, due, track));
+        self.clients.insert(
+            client.to_owned(),
+            Client::new(
+                Conn::new(stream, format!("client {client}")),
+                client,
+                due,
+                track,
+            ),
+        );
         Ok(())
     }
 
@@ -390,7 +480,14 @@ impl LaneExec {
         let mut sv = [0; 2];
         // SAFETY: socketpair fills the array with two fresh fds.
         assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr(),) },
+            unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                    sv.as_mut_ptr(),
+                )
+            },
             0
         );
         // SAFETY: both are fresh fds that nobody else owns.
@@ -398,7 +495,11 @@ impl LaneExec {
         self.ctl_seq += 1;
         let id = format!("ctl{}-{}", self.model.lane, self.ctl_seq);
         let msg = json!({"execute": "getfd", "arguments": {"fdname": name}, "id": id});
-        super::common::send_fd(self.ctl.raw_fd(), format!("{msg}\n").as_bytes(), theirs.as_raw_fd());
+        super::common::send_fd(
+            self.ctl.raw_fd(),
+            format!("{msg}\n").as_bytes(),
+            theirs.as_raw_fd(),
+        );
         drop(theirs);
         let rsp = self.ctl.wait_reply(&id, ctl_event)?;
         if rsp.get("return") != Some(&json!({})) {
@@ -406,13 +507,23 @@ impl LaneExec {
         }
         self.ctl_ok("chardev-add", fd_chardev(name, name))?;
         self.model.add_chardev(name, ChrKind::Fd);
-        self.ctl_ok("monitor-add", json!({"id": name, "chardev": name, "close-action": "delete"}))?;
+        self.ctl_ok(
+            "monitor-add",
+            json!({"id": name, "chardev": name, "close-action": "delete"}),
+        )?;
         self.model.add_monitor(round, name, name, Close::Delete);
         self.model.connect(client, name);
         let stream = UnixStream::from(ours);
         let track = self.model.lane == 0;
-        self.clients
-            .insert(client.to_owned(), Client::new(Conn::new(stream, format!("client {client}")), client, true, track));
+        self.clients.insert(
+            client.to_owned(),
+            Client::new(
+                Conn::new(stream, format!("client {client}")),
+                client,
+                true,
+                track,
+            ),
+        );
         Ok(())
     }
 
@@ -423,14 +534,29 @@ impl LaneExec {
         let name = std::ffi::CString::new(fd).expect("fd name");
         // SAFETY: plain syscall with a C string.
         let memfd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(memfd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+        assert!(
+            memfd >= 0,
+            "memfd_create: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: a fresh fd.
         let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
         let c = self.clients.get_mut(client).expect("client");
-        let text = c.request("getfd", Some(json!({"fdname": fd})), false, Reply::Return(json!({})), false);
+        let text = c.request(
+            "getfd",
+            Some(json!({"fdname": fd})),
+            false,
+            Reply::Return(json!({})),
+            false,
+        );
         super::common::send_fd(c.conn.raw_fd(), text.as_bytes(), memfd.as_raw_fd());
         drop(memfd);
-        let mon = self.model.client_mon(client).expect("monitor of a command-mode client").id.clone();
+        let mon = self
+            .model
+            .client_mon(client)
+            .expect("monitor of a command-mode client")
+            .id
+            .clone();
         self.model.fds.insert(fd.to_owned(), mon);
         c.drain()?;
         self.model.client_mut(client).expect("client").unread = 0;
@@ -442,10 +568,17 @@ impl LaneExec {
             return Ok(());
         }
         let id = self.model.client_mon(client).expect("monitor").id.clone();
-        let mut reqs: Vec<(&str, Option<Value>, bool, Reply)> =
-            (0..before).map(|_| ("query-name", None, false, Reply::Return(json!({})))).collect();
-        reqs.push(("monitor-remove", Some(json!({"id": id})), false, Reply::Return(json!({}))));
-        let dropped: Vec<(&str, Option<Value>)> = (0..after).map(|_| ("query-name", None)).collect();
+        let mut reqs: Vec<(&str, Option<Value>, bool, Reply)> = (0..before)
+            .map(|_| ("query-name", None, false, Reply::Return(json!({}))))
+            .collect();
+        reqs.push((
+            "monitor-remove",
+            Some(json!({"id": id})),
+            false,
+            Reply::Return(json!({})),
+        ));
+        let dropped: Vec<(&str, Option<Value>)> =
+            (0..after).map(|_| ("query-name", None)).collect();
         self.send(client, &reqs, &dropped)?;
         let mut c = self.clients.remove(client).expect("client");
         self.model.self_removed(client);
@@ -473,9 +606,13 @@ impl LaneExec {
                 for _ in 0..16 {
                     n += 1;
                     if oob && n % 3 != 0 {
-                        batch.push_str(&format!("{{\"exec-oob\": \"query-yank\", \"id\": \"{prefix}{n}\"}}\n"));
+                        batch.push_str(&format!(
+                            "{{\"exec-oob\": \"query-yank\", \"id\": \"{prefix}{n}\"}}\n"
+                        ));
                     } else {
-                        batch.push_str(&format!("{{\"execute\": \"query-name\", \"id\": \"{prefix}{n}\"}}\n"));
+                        batch.push_str(&format!(
+                            "{{\"execute\": \"query-name\", \"id\": \"{prefix}{n}\"}}\n"
+                        ));
                     }
                 }
                 if out.write_all(batch.as_bytes()).is_err() {
@@ -503,10 +640,23 @@ impl LaneExec {
     pub fn teardown(&mut self, round: u32, shared: &Shared) -> Res {
         let clients: Vec<String> = self.clients.keys().cloned().collect();
         for client in clients {
-            self.run(round, shared, &Step::Disconnect { client, abrupt: false })?;
+            self.run(
+                round,
+                shared,
+                &Step::Disconnect {
+                    client,
+                    abrupt: false,
+                },
+            )?;
         }
         self.settle()?;
-        let mons: Vec<String> = self.model.mons.iter().filter(|m| !m.hmp).map(|m| m.id.clone()).collect();
+        let mons: Vec<String> = self
+            .model
+            .mons
+            .iter()
+            .filter(|m| !m.hmp)
+            .map(|m| m.id.clone())
+            .collect();
         for id in mons {
             self.run(round, shared, &Step::MonitorRemove { id })?;
         }

@@ -40,7 +40,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: Kind, detail: impl Into<String>) -> Self {
-        Failure { kind, detail: detail.into() }
+        Failure {
+            kind,
+            detail: detail.into(),
+        }
     }
 
     /// The same failure, with where it happened in front.
@@ -68,11 +71,17 @@ pub fn note(text: String) {
 }
 
 pub fn notes() -> Vec<String> {
-    NOTES.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    NOTES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect()
 }
 
 /// Is this kind of failure named in QMH_TOLERATE (comma-separated kind
 /// names, e.g. "Garbled,MissingReply")?  Only where a run can go on.
 pub fn tolerated(kind: Kind) -> bool {
-    std::env::var("QMH_TOLERATE").is_ok_and(|v| v.split(',').any(|k| k.trim() == format!("{kind:?}")))
+    std::env::var("QMH_TOLERATE")
+        .is_ok_and(|v| v.split(',').any(|k| k.trim() == format!("{kind:?}")))
 }

@@ -5,9 +5,11 @@
 //! A removal that races a close-action=delete removal has two outcomes:
 //! the generator forgets both objects (the executor knows the truth).
 
-use super::common::Rng;
-use super::plan::{Item, Plan, Step};
-use super::state::{CState, ChrKind, Close, Expect, Lane, Shared};
+use super::{
+    common::Rng,
+    plan::{Item, Plan, Step},
+    state::{CState, ChrKind, Close, Expect, Lane, Shared},
+};
 
 struct Gen<'a> {
     rng: Rng,
@@ -35,7 +37,10 @@ impl Gen<'_> {
     }
 
     fn client_dying(&self, client: &str) -> bool {
-        self.lane.clients.get(client).is_some_and(|c| self.lane.is_dying_name(&c.chr))
+        self.lane
+            .clients
+            .get(client)
+            .is_some_and(|c| self.lane.is_dying_name(&c.chr))
     }
 
     /// Live chardevs of the lane; `with_monitor` picks busy or free ones.
@@ -43,13 +48,22 @@ impl Gen<'_> {
         self.lane
             .chrs
             .iter()
-            .filter(|(_, c)| !c.dying && c.monitor.is_some() == with_monitor && (!unix_only || c.kind == ChrKind::Unix))
+            .filter(|(_, c)| {
+                !c.dying
+                    && c.monitor.is_some() == with_monitor
+                    && (!unix_only || c.kind == ChrKind::Unix)
+            })
             .map(|(n, _)| n.clone())
             .collect()
     }
 
     fn live_monitors(&self) -> Vec<String> {
-        self.lane.mons.iter().filter(|m| !m.dying).map(|m| m.id.clone()).collect()
+        self.lane
+            .mons
+            .iter()
+            .filter(|m| !m.dying)
+            .map(|m| m.id.clone())
+            .collect()
     }
 
     fn pick_of(&mut self, v: &[String]) -> Option<String> {
@@ -116,7 +130,9 @@ impl Gen<'_> {
             let chr = self.pick_of(&all).unwrap_or_else(|| self.stable_chardev());
             return Some(Step::ChardevAdd { chr });
         }
-        Some(Step::ChardevAdd { chr: self.name('c') })
+        Some(Step::ChardevAdd {
+            chr: self.name('c'),
+        })
     }
 
     fn chardev_remove(&mut self) -> Option<Step> {
@@ -140,7 +156,12 @@ impl Gen<'_> {
     fn monitor_add(&mut self) -> Option<Step> {
         let chr = self.pick_of(&self.chardevs(false, true))?;
         let close = self.close_action();
-        Some(Step::MonitorAdd { id: self.name('m'), chr, close, pretty: self.rng.chance(1, 4) })
+        Some(Step::MonitorAdd {
+            id: self.name('m'),
+            chr,
+            close,
+            pretty: self.rng.chance(1, 4),
+        })
     }
 
     fn monitor_add_invalid(&mut self) -> Option<Step> {
@@ -149,25 +170,44 @@ impl Gen<'_> {
             0 => {
                 let bad = ["", "1mon", "a b", "mon/x", "-x", "\u{e9}t\u{e9}", "x@y"];
                 let id = self.rng.pick(&bad).to_string();
-                let chr = self.pick_of(&self.chardevs(false, true)).unwrap_or_else(|| "nochr".into());
+                let chr = self
+                    .pick_of(&self.chardevs(false, true))
+                    .unwrap_or_else(|| "nochr".into());
                 (id, chr)
             }
             1 => {
-                let id = self.pick_of(&self.live_monitors()).unwrap_or_else(|| self.stable_id());
-                let chr = self.pick_of(&self.chardevs(false, true)).unwrap_or_else(|| "nochr".into());
+                let id = self
+                    .pick_of(&self.live_monitors())
+                    .unwrap_or_else(|| self.stable_id());
+                let chr = self
+                    .pick_of(&self.chardevs(false, true))
+                    .unwrap_or_else(|| "nochr".into());
                 (id, chr)
             }
             2 => (self.name('x'), format!("l{}nochr", self.lane.lane)),
             _ => {
-                let chr = self.pick_of(&self.chardevs(true, false)).unwrap_or_else(|| self.stable_chardev());
+                let chr = self
+                    .pick_of(&self.chardevs(true, false))
+                    .unwrap_or_else(|| self.stable_chardev());
                 (self.name('x'), chr)
             }
         };
-        Some(Step::MonitorAdd { id, chr, close, pretty: false })
+        Some(Step::MonitorAdd {
+            id,
+            chr,
+            close,
+            pretty: false,
+        })
     }
 
     fn monitor_remove(&mut self) -> Option<Step> {
-        let dying: Vec<String> = self.lane.mons.iter().filter(|m| m.dying).map(|m| m.id.clone()).collect();
+        let dying: Vec<String> = self
+            .lane
+            .mons
+            .iter()
+            .filter(|m| m.dying)
+            .map(|m| m.id.clone())
+            .collect();
         let id = match self.rng.below(10) {
             0..=5 => self.pick_of(&self.live_monitors())?,
             // racing its own close-action=delete removal
@@ -182,13 +222,19 @@ impl Gen<'_> {
         if self.lane.chrs.len() >= 6 {
             return None;
         }
-        Some(Step::Session { name: self.name('s'), client: self.name('k') })
+        Some(Step::Session {
+            name: self.name('s'),
+            client: self.name('k'),
+        })
     }
 
     fn connect(&mut self) -> Option<Step> {
         if self.rng.chance(1, 15) && !self.gone.is_empty() {
             let chr = self.gone[self.rng.below(self.gone.len())].clone();
-            return Some(Step::Connect { client: self.name('k'), chr });
+            return Some(Step::Connect {
+                client: self.name('k'),
+                chr,
+            });
         }
         let free: Vec<String> = self
             .lane
@@ -197,10 +243,20 @@ impl Gen<'_> {
             .filter(|(_, c)| !c.dying && c.client.is_none() && c.kind == ChrKind::Unix)
             .map(|(n, _)| n.clone())
             .collect();
-        let with_mon: Vec<String> = free.iter().filter(|c| self.lane.chrs[*c].monitor.is_some()).cloned().collect();
-        let chr =
-            if !with_mon.is_empty() && self.rng.chance(2, 3) { self.pick_of(&with_mon)? } else { self.pick_of(&free)? };
-        Some(Step::Connect { client: self.name('k'), chr })
+        let with_mon: Vec<String> = free
+            .iter()
+            .filter(|c| self.lane.chrs[*c].monitor.is_some())
+            .cloned()
+            .collect();
+        let chr = if !with_mon.is_empty() && self.rng.chance(2, 3) {
+            self.pick_of(&with_mon)?
+        } else {
+            self.pick_of(&free)?
+        };
+        Some(Step::Connect {
+            client: self.name('k'),
+            chr,
+        })
     }
 
     fn negotiate(&mut self) -> Option<Step> {
@@ -210,7 +266,10 @@ impl Gen<'_> {
         } else {
             self.pick_of(&self.clients_where(|s, _| matches!(s, CState::Command { .. })))?
         };
-        Some(Step::Negotiate { client, oob: self.rng.chance(1, 2) })
+        Some(Step::Negotiate {
+            client,
+            oob: self.rng.chance(1, 2),
+        })
     }
 
     fn command_mode(&self, oob_only: bool) -> Vec<String> {
@@ -223,14 +282,24 @@ impl Gen<'_> {
             return Some(Step::Command { client, oob: false });
         }
         let client = self.pick_of(&self.command_mode(false))?;
-        let oob = matches!(self.lane.clients[&client].state, CState::Command { oob: true }) && self.rng.chance(1, 2);
+        let oob = matches!(
+            self.lane.clients[&client].state,
+            CState::Command { oob: true }
+        ) && self.rng.chance(1, 2);
         Some(Step::Command { client, oob })
     }
 
     fn pipeline(&mut self) -> Option<Step> {
         let client = self.pick_of(&self.clients_where(|s, u| s != CState::Waiting && u < 30))?;
-        let oob = matches!(self.lane.clients[&client].state, CState::Command { oob: true }) && self.rng.chance(1, 2);
-        let n = if oob { self.rng.range(5, 60) } else { self.rng.range(1, 12) } as u32;
+        let oob = matches!(
+            self.lane.clients[&client].state,
+            CState::Command { oob: true }
+        ) && self.rng.chance(1, 2);
+        let n = if oob {
+            self.rng.range(5, 60)
+        } else {
+            self.rng.range(1, 12)
+        } as u32;
         Some(Step::Pipeline { client, n, oob })
     }
 
@@ -242,7 +311,10 @@ impl Gen<'_> {
     fn getfd(&mut self) -> Option<Step> {
         let client = self.pick_of(&self.command_mode(false))?;
         self.n += 1;
-        Some(Step::Getfd { client, fd: format!("qmh-l{}f{}", self.lane.lane, self.n) })
+        Some(Step::Getfd {
+            client,
+            fd: format!("qmh-l{}f{}", self.lane.lane, self.n),
+        })
     }
 
     fn self_remove(&mut self) -> Option<Step> {
@@ -252,22 +324,34 @@ impl Gen<'_> {
             Some(c) if self.rng.chance(2, 3) => c,
             _ => self.pick_of(&self.command_mode(false))?,
         };
-        Some(Step::SelfRemove { client, before: self.rng.range(0, 3) as u32, after: self.rng.range(0, 3) as u32 })
+        Some(Step::SelfRemove {
+            client,
+            before: self.rng.range(0, 3) as u32,
+            after: self.rng.range(0, 3) as u32,
+        })
     }
 
     fn disconnect(&mut self) -> Option<Step> {
         let all: Vec<String> = self.clients_where(|_, _| true);
         let client = self.pick_of(&all)?;
-        Some(Step::Disconnect { client, abrupt: self.rng.chance(1, 2) })
+        Some(Step::Disconnect {
+            client,
+            abrupt: self.rng.chance(1, 2),
+        })
     }
 
     fn flood_removed(&mut self) -> Option<Step> {
         let client = self.pick_of(&self.command_mode(false))?;
-        Some(Step::FloodRemoved { client, delay_ms: *self.rng.pick(&[0, 1, 5, 20, 100]) })
+        Some(Step::FloodRemoved {
+            client,
+            delay_ms: *self.rng.pick(&[0, 1, 5, 20, 100]),
+        })
     }
 
     fn stop_cont(&mut self) -> Option<Step> {
-        (self.lane.lane == 0).then(|| Step::StopCont { stop: self.rng.chance(1, 2) })
+        (self.lane.lane == 0).then(|| Step::StopCont {
+            stop: self.rng.chance(1, 2),
+        })
     }
 
     /// The model after `step`, with nominal outcomes.
@@ -367,7 +451,11 @@ pub fn plan(seed: u64, steps: usize, shared: &Shared, lanes: &[Lane]) -> Plan {
             for _ in 0..g.rng.range(1, 3) {
                 let step = g.step();
                 g.apply(round, &step);
-                plan.push(Item { round, lane: g.lane.lane, step });
+                plan.push(Item {
+                    round,
+                    lane: g.lane.lane,
+                    step,
+                });
             }
         }
         for g in &mut gens {

@@ -104,7 +104,12 @@ impl fmt::Display for Step {
         match self {
             Step::ChardevAdd { chr } => write!(f, "chardev-add {chr}"),
             Step::ChardevRemove { chr } => write!(f, "chardev-remove {chr:?}"),
-            Step::MonitorAdd { id, chr, close, pretty } => {
+            Step::MonitorAdd {
+                id,
+                chr,
+                close,
+                pretty,
+            } => {
                 write!(f, "monitor-add id={id:?} chardev={chr:?}")?;
                 if let Some(c) = close {
                     write!(f, " close-action={}", c.name())?;
@@ -120,27 +125,62 @@ impl fmt::Display for Step {
             }
             Step::Connect { client, chr } => write!(f, "client {client} connects to {chr}"),
             Step::Negotiate { client, oob } => {
-                write!(f, "client {client} qmp_capabilities{}", if *oob { " enable=[oob]" } else { "" })
+                write!(
+                    f,
+                    "client {client} qmp_capabilities{}",
+                    if *oob { " enable=[oob]" } else { "" }
+                )
             }
             Step::Command { client, oob } => {
-                write!(f, "client {client} {}", if *oob { "exec-oob query-yank" } else { "query-name" })
+                write!(
+                    f,
+                    "client {client} {}",
+                    if *oob {
+                        "exec-oob query-yank"
+                    } else {
+                        "query-name"
+                    }
+                )
             }
             Step::Pipeline { client, n, oob } => write!(
                 f,
                 "client {client} sends {n} x {} unread",
-                if *oob { "(query-yank oob | query-name)" } else { "query-qmp-schema" }
+                if *oob {
+                    "(query-yank oob | query-name)"
+                } else {
+                    "query-qmp-schema"
+                }
             ),
             Step::Drain { client } => write!(f, "client {client} reads all it is owed"),
             Step::Getfd { client, fd } => write!(f, "client {client} getfd {fd}"),
-            Step::SelfRemove { client, before, after } => {
-                write!(f, "client {client}: {before} x query-name, monitor-remove itself, {after} x query-name")
+            Step::SelfRemove {
+                client,
+                before,
+                after,
+            } => {
+                write!(
+                    f,
+                    "client {client}: {before} x query-name, monitor-remove itself, {after} x \
+                     query-name"
+                )
             }
             Step::Disconnect { client, abrupt } => {
-                write!(f, "client {client} {}", if *abrupt { "leaves mid-command" } else { "disconnects cleanly" })
+                write!(
+                    f,
+                    "client {client} {}",
+                    if *abrupt {
+                        "leaves mid-command"
+                    } else {
+                        "disconnects cleanly"
+                    }
+                )
             }
             Step::StopCont { stop } => write!(f, "{}", if *stop { "stop" } else { "cont" }),
             Step::FloodRemoved { client, delay_ms } => {
-                write!(f, "client {client} floods; its monitor is removed after {delay_ms} ms")
+                write!(
+                    f,
+                    "client {client} floods; its monitor is removed after {delay_ms} ms"
+                )
             }
         }
     }
@@ -148,7 +188,11 @@ impl fmt::Display for Step {
 
 impl fmt::Display for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "round {:3} lane {}: {}", self.round, self.lane, self.step)
+        write!(
+            f,
+            "round {:3} lane {}: {}",
+            self.round, self.lane, self.step
+        )
     }
 }
 

@@ -3,16 +3,20 @@
 //! control monitor per worker lane, an HMP monitor and a removable -mon
 //! QMP monitor), the monitors that gives, and what /proc says about it.
 
-use std::fs::File;
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    fs::File,
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
 
-use super::common::{bin_dir, kill_if_running, temp_dir};
-use super::conn::Conn;
-use super::failure::{Failure, Kind, Res};
-use super::state::{Close, Lane, Mon, Shared};
+use super::{
+    common::{bin_dir, kill_if_running, temp_dir},
+    conn::Conn,
+    failure::{Failure, Kind, Res},
+    state::{Close, Lane, Mon, Shared},
+};
 
 pub struct Qemu {
     pub child: Child,
@@ -21,7 +25,15 @@ pub struct Qemu {
 }
 
 fn cli_mon(id: &str, chr: &str, hmp: bool, n: u32) -> Mon {
-    Mon { id: id.into(), chr: chr.into(), hmp, dynamic: false, close: Close::None, order: (0, 0, n), dying: false }
+    Mon {
+        id: id.into(),
+        chr: chr.into(),
+        hmp,
+        dynamic: false,
+        close: Close::None,
+        order: (0, 0, n),
+        dying: false,
+    }
 }
 
 /// The monitors every lane may name and the lanes' starting models:
@@ -29,7 +41,12 @@ fn cli_mon(id: &str, chr: &str, hmp: bool, n: u32) -> Mon {
 pub fn initial(workers: u8) -> (Shared, Vec<Lane>) {
     let mut monitors = vec![cli_mon("compat_monitor0", "compat_monitor0", false, 0)];
     for w in 1..=workers {
-        monitors.push(cli_mon(&format!("ctl{w}"), &format!("ctl{w}"), false, w as u32));
+        monitors.push(cli_mon(
+            &format!("ctl{w}"),
+            &format!("ctl{w}"),
+            false,
+            w as u32,
+        ));
     }
     monitors.push(cli_mon("hmp0", "hmpchr", true, workers as u32 + 1));
     let chardevs = monitors.iter().map(|m| m.chr.clone()).collect();
@@ -44,12 +61,16 @@ impl Qemu {
     pub fn start(workers: u8) -> Res<(Qemu, Conn, Vec<Conn>)> {
         let dir = temp_dir();
         let d = dir.display();
-        let mut args: Vec<String> =
-            ["-M", "none", "-accel", "qtest", "-display", "none", "-qmp"].iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = ["-M", "none", "-accel", "qtest", "-display", "none", "-qmp"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         args.push(format!("unix:{d}/mgr.sock,server=on,wait=off"));
         let mut sock = |id: &str, file: &str, mode: &str, mon: &str| {
             args.push("-chardev".into());
-            args.push(format!("socket,id={id},path={d}/{file}.sock,server=on,wait=off"));
+            args.push(format!(
+                "socket,id={id},path={d}/{file}.sock,server=on,wait=off"
+            ));
             args.push("-mon".into());
             args.push(format!("chardev={id},mode={mode},id={mon}"));
         };
@@ -68,7 +89,9 @@ impl Qemu {
             .map_err(|e| Failure::new(Kind::Crash, format!("cannot start QEMU: {e}")))?;
         let mut qemu = Qemu { child, dir, stderr };
         let mgr = qemu.control("mgr")?;
-        let ctls = (1..=workers).map(|w| qemu.control(&format!("ctl{w}"))).collect::<Res<Vec<_>>>()?;
+        let ctls = (1..=workers)
+            .map(|w| qemu.control(&format!("ctl{w}")))
+            .collect::<Res<Vec<_>>>()?;
         Ok((qemu, mgr, ctls))
     }
 
@@ -79,9 +102,9 @@ impl Qemu {
             match UnixStream::connect(&path) {
                 Ok(s) => break s,
                 Err(e) if Instant::now() > deadline => {
-                    return Err(self
-                        .crashed()
-                        .unwrap_or_else(|| Failure::new(Kind::Timeout, format!("connect {name}: {e}"))))
+                    return Err(self.crashed().unwrap_or_else(|| {
+                        Failure::new(Kind::Timeout, format!("connect {name}: {e}"))
+                    }))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -89,11 +112,23 @@ impl Qemu {
         let mut conn = Conn::new(stream, format!("control {name}"));
         match conn.recv(super::conn::READ_LIMIT)? {
             super::conn::Incoming::Msg(m) if m.get("QMP").is_some() => {}
-            other => return Err(Failure::new(Kind::Greeting, format!("{name}: {other:?} instead of a greeting"))),
+            other => {
+                return Err(Failure::new(
+                    Kind::Greeting,
+                    format!("{name}: {other:?} instead of a greeting"),
+                ))
+            }
         }
-        let rsp = conn.call(&serde_json::json!({"execute": "qmp_capabilities"}), "caps", |_| Ok(()))?;
+        let rsp = conn.call(
+            &serde_json::json!({"execute": "qmp_capabilities"}),
+            "caps",
+            |_| Ok(()),
+        )?;
         if rsp.get("return").is_none() {
-            return Err(Failure::new(Kind::WrongReply, format!("{name}: qmp_capabilities: {rsp}")));
+            return Err(Failure::new(
+                Kind::WrongReply,
+                format!("{name}: qmp_capabilities: {rsp}"),
+            ));
         }
         Ok(conn)
     }
@@ -112,14 +147,19 @@ impl Qemu {
     /// A failure if QEMU is not running any more.
     pub fn crashed(&mut self) -> Option<Failure> {
         let status = self.child.try_wait().ok().flatten()?;
-        Some(Failure::new(Kind::Crash, format!("QEMU exited: {status}; stderr:\n{}", self.stderr_tail())))
+        Some(Failure::new(
+            Kind::Crash,
+            format!("QEMU exited: {status}; stderr:\n{}", self.stderr_tail()),
+        ))
     }
 
     /// QEMU's open fds, as link targets.
     pub fn fds(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .map(|d| {
-                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|p| p.display().to_string()).collect()
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .map(|p| p.display().to_string())
+                    .collect()
             })
             .unwrap_or_default();
         v.sort();
@@ -148,7 +188,10 @@ impl Qemu {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                return Err(Failure::new(Kind::Exit, format!("QEMU did not exit within {limit:?} of quit")));
+                return Err(Failure::new(
+                    Kind::Exit,
+                    format!("QEMU did not exit within {limit:?} of quit"),
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -6,17 +6,21 @@
 //! down, QEMU's fds must be back to the start, and `quit` must end QEMU
 //! with status 0.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use serde_json::{json, Value};
 
-use super::conn::{Incoming, READ_LIMIT};
-use super::exec::{LaneExec, SETTLE_LIMIT};
-use super::failure::{Failure, Kind, Res};
-use super::plan::{Item, Step};
-use super::qemu::{initial, Qemu};
-use super::state::{Order, Shared};
+use super::{
+    conn::{Incoming, READ_LIMIT},
+    exec::{LaneExec, SETTLE_LIMIT},
+    failure::{Failure, Kind, Res},
+    plan::{Item, Step},
+    qemu::{initial, Qemu},
+    state::{Order, Shared},
+};
 
 /// How the QEMU of a failed run ended, when it did: a step that failed
 /// because QEMU died is reported as the crash.
@@ -34,7 +38,13 @@ fn crash_or(qemu: &mut Qemu, f: Failure) -> Failure {
 }
 
 /// Runs each lane's steps, in threads if `threaded`.
-fn run_round(lanes: &mut [LaneExec], shared: &Shared, round: u32, steps: &[Vec<Step>], threaded: bool) -> Res {
+fn run_round(
+    lanes: &mut [LaneExec],
+    shared: &Shared,
+    round: u32,
+    steps: &[Vec<Step>],
+    threaded: bool,
+) -> Res {
     let run_lane = |lane: &mut LaneExec, steps: &[Step]| -> Res {
         for s in steps {
             lane.run(round, shared, s)?;
@@ -43,17 +53,29 @@ fn run_round(lanes: &mut [LaneExec], shared: &Shared, round: u32, steps: &[Vec<S
     };
     let results: Vec<Res> = if threaded {
         std::thread::scope(|sc| {
-            let handles: Vec<_> =
-                lanes.iter_mut().zip(steps).map(|(lane, steps)| sc.spawn(move || run_lane(lane, steps))).collect();
+            let handles: Vec<_> = lanes
+                .iter_mut()
+                .zip(steps)
+                .map(|(lane, steps)| sc.spawn(move || run_lane(lane, steps)))
+                .collect();
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().unwrap_or_else(|p| Err(Failure::new(Kind::Io, format!("lane thread panicked: {p:?}"))))
+                    h.join().unwrap_or_else(|p| {
+                        Err(Failure::new(
+                            Kind::Io,
+                            format!("lane thread panicked: {p:?}"),
+                        ))
+                    })
                 })
                 .collect()
         })
     } else {
-        lanes.iter_mut().zip(steps).map(|(lane, steps)| run_lane(lane, steps)).collect()
+        lanes
+            .iter_mut()
+            .zip(steps)
+            .map(|(lane, steps)| run_lane(lane, steps))
+            .collect()
     };
     results.into_iter().collect()
 }
@@ -71,20 +93,32 @@ fn compare(
     chrs: &[String],
     memfds: &[String],
 ) -> Option<(Kind, String)> {
-    let model_mons: Vec<_> = shared.monitors.iter().chain(lanes.iter().flat_map(|l| l.model.mons.iter())).collect();
+    let model_mons: Vec<_> = shared
+        .monitors
+        .iter()
+        .chain(lanes.iter().flat_map(|l| l.model.mons.iter()))
+        .collect();
     let mut problems = Vec::new();
     let mut prev: Option<&super::state::Mon> = None;
     for m in mons {
         let id = m["id"].as_str().unwrap_or_default();
         match model_mons.iter().find(|e| e.id == id) {
-            None => problems.push(format!("query-monitors lists {m}, the model has no such monitor")),
+            None => problems.push(format!(
+                "query-monitors lists {m}, the model has no such monitor"
+            )),
             Some(e) => {
                 if e.info() != *m {
-                    problems.push(format!("query-monitors lists {m}, the model says {}", e.info()));
+                    problems.push(format!(
+                        "query-monitors lists {m}, the model says {}",
+                        e.info()
+                    ));
                 }
                 if let Some(p) = prev {
                     if ordered(p.order, e.order) && e.order < p.order {
-                        problems.push(format!("query-monitors lists {} after {}, created later", p.id, e.id));
+                        problems.push(format!(
+                            "query-monitors lists {} after {}, created later",
+                            p.id, e.id
+                        ));
                     }
                 }
                 prev = Some(e);
@@ -104,16 +138,27 @@ fn compare(
         .chardevs
         .iter()
         .map(|c| (c.as_str(), false))
-        .chain(lanes.iter().flat_map(|l| l.model.chrs.iter().map(|(n, c)| (n.as_str(), c.dying))))
+        .chain(
+            lanes
+                .iter()
+                .flat_map(|l| l.model.chrs.iter().map(|(n, c)| (n.as_str(), c.dying))),
+        )
         .collect();
     for c in chrs {
         match model_chrs.get(c.as_str()) {
-            None => problems.push(format!("query-chardev lists {c}, the model has no such chardev")),
-            Some(true) => problems.push(format!("chardev {c} of a close-action=delete monitor still there")),
+            None => problems.push(format!(
+                "query-chardev lists {c}, the model has no such chardev"
+            )),
+            Some(true) => problems.push(format!(
+                "chardev {c} of a close-action=delete monitor still there"
+            )),
             Some(false) => {}
         }
     }
-    for (c, _) in model_chrs.iter().filter(|(c, dying)| !**dying && !chrs.iter().any(|x| x == *c)) {
+    for (c, _) in model_chrs
+        .iter()
+        .filter(|(c, dying)| !**dying && !chrs.iter().any(|x| x == *c))
+    {
         problems.push(format!("query-chardev misses {c}"));
     }
     if !problems.is_empty() {
@@ -122,13 +167,22 @@ fn compare(
     // fd name -> does its monitor live on (not dying)?
     let model_fds: BTreeMap<&str, bool> = lanes
         .iter()
-        .flat_map(|l| l.model.fds.iter().map(|(f, m)| (f.as_str(), l.model.mon(m).is_some_and(|m| !m.dying))))
+        .flat_map(|l| {
+            l.model
+                .fds
+                .iter()
+                .map(|(f, m)| (f.as_str(), l.model.mon(m).is_some_and(|m| !m.dying)))
+        })
         .collect();
     for f in memfds {
         match model_fds.get(f.as_str()) {
-            None => problems.push(format!("QEMU still holds getfd fd {f}, whose monitor is gone")),
+            None => problems.push(format!(
+                "QEMU still holds getfd fd {f}, whose monitor is gone"
+            )),
             Some(true) => {}
-            Some(false) => problems.push(format!("getfd fd {f} of a close-action=delete monitor still open")),
+            Some(false) => problems.push(format!(
+                "getfd fd {f} of a close-action=delete monitor still open"
+            )),
         }
     }
     for (f, _) in model_fds.iter().filter(|(_, live)| **live) {
@@ -151,11 +205,17 @@ fn list(rsp: &Value, what: &str) -> Res<Vec<Value>> {
 fn sync(qemu: &mut Qemu, lanes: &mut [LaneExec], shared: &Shared, round: u32) -> Res {
     let deadline = Instant::now() + SETTLE_LIMIT;
     loop {
-        let mons = list(&lanes[0].ctl_call("query-monitors", json!({}))?, "query-monitors")?;
-        let chrs: Vec<String> = list(&lanes[0].ctl_call("query-chardev", json!({}))?, "query-chardev")?
-            .iter()
-            .map(|c| c["label"].as_str().unwrap_or_default().to_owned())
-            .collect();
+        let mons = list(
+            &lanes[0].ctl_call("query-monitors", json!({}))?,
+            "query-monitors",
+        )?;
+        let chrs: Vec<String> = list(
+            &lanes[0].ctl_call("query-chardev", json!({}))?,
+            "query-chardev",
+        )?
+        .iter()
+        .map(|c| c["label"].as_str().unwrap_or_default().to_owned())
+        .collect();
         let memfds = qemu.memfds();
         match compare(lanes, shared, &mons, &chrs, &memfds) {
             None => {
@@ -165,7 +225,10 @@ fn sync(qemu: &mut Qemu, lanes: &mut [LaneExec], shared: &Shared, round: u32) ->
                 return Ok(());
             }
             Some((kind, what)) if Instant::now() > deadline => {
-                return Err(Failure::new(kind, format!("sync after round {round}: {what}")));
+                return Err(Failure::new(
+                    kind,
+                    format!("sync after round {round}: {what}"),
+                ));
             }
             Some(_) => std::thread::sleep(Duration::from_millis(10)),
         }
@@ -184,8 +247,11 @@ pub fn run(plan: &[Item], workers: u8, threaded: bool) -> Res<Stats> {
     let (mut qemu, mgr, ctls) = Qemu::start(workers)?;
     let dir = qemu.dir.clone();
     let conns = std::iter::once(mgr).chain(ctls);
-    let mut lanes: Vec<LaneExec> =
-        models.into_iter().zip(conns).map(|(m, c)| LaneExec::new(m, c, dir.clone())).collect();
+    let mut lanes: Vec<LaneExec> = models
+        .into_iter()
+        .zip(conns)
+        .map(|(m, c)| LaneExec::new(m, c, dir.clone()))
+        .collect();
     let res = run_lanes(&mut qemu, &mut lanes, &shared, plan, workers, threaded);
     res.map_err(|f| crash_or(&mut qemu, f))
 }
@@ -202,7 +268,9 @@ fn run_lanes(
     let fds_start = qemu.fds();
     let mut rounds: BTreeMap<u32, Vec<Vec<Step>>> = BTreeMap::new();
     for item in plan {
-        let r = rounds.entry(item.round).or_insert_with(|| vec![Vec::new(); workers as usize + 1]);
+        let r = rounds
+            .entry(item.round)
+            .or_insert_with(|| vec![Vec::new(); workers as usize + 1]);
         r[item.lane as usize].push(item.step.clone());
     }
     let last = rounds.keys().last().copied().unwrap_or(0);
@@ -216,12 +284,21 @@ fn run_lanes(
     // Everything down, each lane its own, at the same time.
     let teardown = last + 1;
     let results: Vec<Res> = std::thread::scope(|sc| {
-        let hs: Vec<_> = lanes.iter_mut().map(|l| sc.spawn(move || l.teardown(teardown, shared))).collect();
+        let hs: Vec<_> = lanes
+            .iter_mut()
+            .map(|l| sc.spawn(move || l.teardown(teardown, shared)))
+            .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| Err(Failure::new(Kind::Io, format!("panic: {p:?}")))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|p| Err(Failure::new(Kind::Io, format!("panic: {p:?}"))))
+            })
             .collect()
     });
-    results.into_iter().collect::<Res>().map_err(|f| f.context("teardown"))?;
+    results
+        .into_iter()
+        .collect::<Res>()
+        .map_err(|f| f.context("teardown"))?;
     sync(qemu, lanes, shared, teardown).map_err(|f| f.context("teardown"))?;
     // The start's fds, minus cli0chr's listening socket.
     let deadline = Instant::now() + SETTLE_LIMIT;
@@ -245,7 +322,8 @@ fn run_lanes(
             return Err(Failure::new(
                 Kind::FdLeak,
                 format!(
-                    "{} fds at start, {} at the end (1 fewer expected): new {extra:?}, gone {left:?}",
+                    "{} fds at start, {} at the end (1 fewer expected): new {extra:?}, gone \
+                     {left:?}",
                     fds_start.len(),
                     fds.len()
                 ),
@@ -254,7 +332,10 @@ fn run_lanes(
         std::thread::sleep(Duration::from_millis(20));
     }
     quit(qemu, &mut lanes[0])?;
-    Ok(Stats { steps: plan.len(), rounds: last })
+    Ok(Stats {
+        steps: plan.len(),
+        rounds: last,
+    })
 }
 
 fn quit(qemu: &mut Qemu, mgr: &mut LaneExec) -> Res {
@@ -273,7 +354,10 @@ fn quit(qemu: &mut Qemu, mgr: &mut LaneExec) -> Res {
     if !status.success() {
         return Err(Failure::new(
             Kind::Exit,
-            format!("QEMU exit after quit: {status}; stderr:\n{}", qemu.stderr_tail()),
+            format!(
+                "QEMU exit after quit: {status}; stderr:\n{}",
+                qemu.stderr_tail()
+            ),
         ));
     }
     Ok(())

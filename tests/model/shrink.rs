@@ -7,9 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::failure::{Failure, Kind};
-use super::plan::Item;
-use super::runner::run;
+use super::{
+    failure::{Failure, Kind},
+    plan::Item,
+    runner::run,
+};
 
 pub struct Shrunk {
     pub plan: Vec<Item>,
@@ -24,7 +26,11 @@ pub struct Shrunk {
 fn failing_round(f: &Failure) -> Option<u32> {
     let d = &f.detail;
     let i = d.find("round ")? + "round ".len();
-    d[i..].split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty())?.parse().ok()
+    d[i..]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|s| !s.is_empty())?
+        .parse()
+        .ok()
 }
 
 struct Tester {
@@ -57,7 +63,13 @@ impl Tester {
     }
 }
 
-pub fn shrink(plan: &[Item], failure: &Failure, workers: u8, threaded: bool, budget: Duration) -> Shrunk {
+pub fn shrink(
+    plan: &[Item],
+    failure: &Failure,
+    workers: u8,
+    threaded: bool,
+    budget: Duration,
+) -> Shrunk {
     let mut t = Tester {
         kind: failure.kind,
         workers,
@@ -86,7 +98,13 @@ pub fn shrink(plan: &[Item], failure: &Failure, workers: u8, threaded: bool, bud
         }
     }
     if t.last.is_none() {
-        return Shrunk { plan: cur, failure: failure.clone(), threaded, runs: t.runs, partial: true };
+        return Shrunk {
+            plan: cur,
+            failure: failure.clone(),
+            threaded,
+            runs: t.runs,
+            partial: true,
+        };
     }
     // ddmin: remove one of n chunks at a time
     let mut n = 2usize;
@@ -123,5 +141,11 @@ pub fn shrink(plan: &[Item], failure: &Failure, workers: u8, threaded: bool, bud
         partial = true;
     }
     let failure = t.last.take().unwrap_or_else(|| failure.clone());
-    Shrunk { plan: cur, failure, threaded: t.threaded, runs: t.runs, partial }
+    Shrunk {
+        plan: cur,
+        failure,
+        threaded: t.threaded,
+        runs: t.runs,
+        partial,
+    }
 }

@@ -129,7 +129,8 @@ pub struct Lane {
 
 pub fn invalid_id(id: &str) -> String {
     format!(
-        "Invalid monitor id '{id}': an id must start with a letter and contain only letters, digits, '-', '.' and '_'"
+        "Invalid monitor id '{id}': an id must start with a letter and contain only letters, \
+         digits, '-', '.' and '_'"
     )
 }
 
@@ -207,13 +208,15 @@ impl Lane {
             return Expect::Err(format!("Monitor id '{id}' is already in use"));
         }
         if shared.chardevs.iter().any(|c| c == chr) {
-            return Expect::Err(format!("Chardev '{chr}' is already in use by another frontend"));
+            return Expect::Err(format!(
+                "Chardev '{chr}' is already in use by another frontend"
+            ));
         }
         match self.chrs.get(chr) {
             None => Expect::Err(format!("Chardev '{chr}' not found")),
-            Some(c) if c.monitor.is_some() => {
-                Expect::Err(format!("Chardev '{chr}' is already in use by another frontend"))
-            }
+            Some(c) if c.monitor.is_some() => Expect::Err(format!(
+                "Chardev '{chr}' is already in use by another frontend"
+            )),
             Some(_) => Expect::Ok,
         }
     }
@@ -221,7 +224,9 @@ impl Lane {
     pub fn expect_monitor_remove(&self, shared: &Shared, id: &str) -> Expect {
         if let Some(m) = shared.monitor(id) {
             return if m.hmp {
-                Expect::Err(format!("Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"))
+                Expect::Err(format!(
+                    "Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"
+                ))
             } else {
                 unreachable!("lanes never remove the control monitors")
             };
@@ -229,9 +234,9 @@ impl Lane {
         match self.mon(id) {
             None => Expect::Err(format!("No monitor with id '{id}'")),
             Some(m) if m.dying => Expect::Racy,
-            Some(m) if m.hmp => {
-                Expect::Err(format!("Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"))
-            }
+            Some(m) if m.hmp => Expect::Err(format!(
+                "Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"
+            )),
             Some(_) => Expect::Ok,
         }
     }
@@ -239,7 +244,15 @@ impl Lane {
     // ----- updates ---------------------------------------------------------
 
     pub fn add_chardev(&mut self, chr: &str, kind: ChrKind) {
-        self.chrs.insert(chr.to_owned(), Chr { kind, monitor: None, client: None, dying: false });
+        self.chrs.insert(
+            chr.to_owned(),
+            Chr {
+                kind,
+                monitor: None,
+                client: None,
+                dying: false,
+            },
+        );
     }
 
     /// The chardev is gone; returns the client that was connected to it.
@@ -276,7 +289,12 @@ impl Lane {
     pub fn adopt_monitor(&mut self, mon: Mon) {
         self.chrs.insert(
             mon.chr.clone(),
-            Chr { kind: ChrKind::Unix, monitor: Some(mon.id.clone()), client: None, dying: false },
+            Chr {
+                kind: ChrKind::Unix,
+                monitor: Some(mon.id.clone()),
+                client: None,
+                dying: false,
+            },
         );
         self.mons.push(mon);
     }
@@ -306,11 +324,21 @@ impl Lane {
 
     /// Whatever was dying is gone.
     pub fn settle(&mut self) {
-        let dying: Vec<String> = self.mons.iter().filter(|m| m.dying).map(|m| m.id.clone()).collect();
+        let dying: Vec<String> = self
+            .mons
+            .iter()
+            .filter(|m| m.dying)
+            .map(|m| m.id.clone())
+            .collect();
         for id in dying {
             self.drop_monitor(&id);
         }
-        let dying: Vec<String> = self.chrs.iter().filter(|(_, c)| c.dying).map(|(k, _)| k.clone()).collect();
+        let dying: Vec<String> = self
+            .chrs
+            .iter()
+            .filter(|(_, c)| c.dying)
+            .map(|(k, _)| k.clone())
+            .collect();
         for chr in dying {
             self.remove_chardev(&chr);
         }
@@ -319,8 +347,19 @@ impl Lane {
     pub fn connect(&mut self, client: &str, chr: &str) {
         let c = self.chrs.get_mut(chr).expect("chardev of a new client");
         c.client = Some(client.to_owned());
-        let state = if c.monitor.is_some() { CState::Negotiating } else { CState::Waiting };
-        self.clients.insert(client.to_owned(), Client { chr: chr.to_owned(), state, unread: 0 });
+        let state = if c.monitor.is_some() {
+            CState::Negotiating
+        } else {
+            CState::Waiting
+        };
+        self.clients.insert(
+            client.to_owned(),
+            Client {
+                chr: chr.to_owned(),
+                state,
+                unread: 0,
+            },
+        );
     }
 
     /// The client left.  A close-action=delete monitor starts dying.
