@@ -5,6 +5,8 @@
 # Variants (each in its own directories, sharing build/venv):
 #   QEMU_VERSION=V  another Debian source version (build/versions/V/...)
 #   SANITIZE=1      QEMU built with --enable-asan --enable-ubsan (.../asan/)
+#   LAB=1           the minimal QEMU for monitor tests (no TCG, no devices);
+#                   the default for SANITIZE=1 and other QEMU versions
 #   BASELINE=1      QEMU without qemu-patches, for benchmarks (build/baseline/)
 #   QEMU_SRC=/path  patch and build an existing QEMU tree instead of fetching
 
@@ -15,6 +17,7 @@ QEMU_SRC ?=
 
 B     := $(CURDIR)/build
 VENV  := $(B)/venv
+GUEST := $(B)/guest
 PY    := $(VENV)/bin/python3
 # Make cannot have ':' in file names: 1:10.0.13 -> 1-10.0.13
 VTAG  := $(subst :,-,$(QEMU_VERSION))
@@ -26,18 +29,27 @@ BIN   := $(OUT)/bin
 # Patch stamps belong to a source tree: QEMU_SRC trees get their own
 STAMPS := $(VB)/stamps$(if $(QEMU_SRC),/custom$(subst /,_,$(SRC)))
 PATCHES := $(if $(BASELINE),,$(sort $(wildcard $(CURDIR)/qemu-patches/0*.patch)))
-BINARIES := qemu-system-x86_64 storage-daemon/qemu-storage-daemon
+BINARIES := qemu-system-x86_64 storage-daemon/qemu-storage-daemon qemu-img qemu-io qemu-nbd
 QTESTS   := qmp-test qmp-cmd-test $(if $(BASELINE),,monitor-hotplug-test)
 SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
+# gcc-multilib: QEMU's x86 option ROMs (-kernel boot) are 32-bit code;
+# seabios, ipxe-qemu: the firmware of x86's default machines and NICs;
+# cpio: the test guest's initramfs
 DEB_PACKAGES := ninja-build libglib2.0-dev libpixman-1-dev flex bison \
 	pkg-config libfdt-dev zlib1g-dev dpkg-dev libclang-dev clang \
-	python3-venv socat valgrind
+	python3-venv socat valgrind gcc-multilib seabios ipxe-qemu cpio
 PY_PACKAGES  := 'meson>=1.5,<2' 'qemu.qmp==0.0.6'
 
+# The product: x86_64's default machines and devices, TCG and KVM, the
+# block tools; firmware from Debian's packages and the option ROMs QEMU
+# builds itself, found without -L.  The lab build (test-only variants):
+# machine `none`, no devices, no TCG, which builds in a third of the time.
+LAB ?= $(if $(or $(SANITIZE),$(filter-out $(DEFAULT_VERSION),$(QEMU_VERSION))),1)
+FIRMWARE_PATH := /usr/share/seabios:/usr/lib/ipxe/qemu:$(QBUILD)/pc-bios/optionrom
 CONFIGURE_FLAGS := --target-list=x86_64-softmmu --without-default-features \
-	--without-default-devices --disable-docs --disable-tcg --enable-kvm \
-	--disable-install-blobs --disable-rust --enable-tools \
+	--disable-docs --enable-kvm --disable-install-blobs --disable-rust --enable-tools \
+	$(if $(LAB),--without-default-devices --disable-tcg,--enable-tcg --firmwarepath=$(FIRMWARE_PATH)) \
 	$(if $(SANITIZE),--enable-asan --enable-ubsan)
 
 # Sanitizer reports fail the run.  Leaks are valgrind's job (check-valgrind):
@@ -47,14 +59,14 @@ export UBSAN_OPTIONS := halt_on_error=1:abort_on_error=1:print_stacktrace=1
 
 # cargo and build.rs outside of meson: bindings follow the variant's tree
 CARGO_ENV := QEMU_SRC_DIR=$(SRC) QEMU_BUILD_DIR=$(QBUILD) QEMU_BIN_DIR=$(BIN) \
-	CARGO_TARGET_DIR=$(OUT)/cargo
+	CARGO_TARGET_DIR=$(OUT)/cargo $(if $(LAB),,QMH_GUEST_DIR=$(GUEST))
 
 comma := ,
 # $(call stage,NAME,COMMANDS): run COMMANDS, then print how long they took.
 stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
-.PHONY: all build demo check check-lint check-suite check-cargo check-qtest check-python \
+.PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-python \
 	check-valgrind check-sanitize check-matrix check-versions check-series series since bench fuzz \
 	clean distclean FORCE
 
@@ -105,17 +117,19 @@ $(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
 
 # --- 4. configure and build ------------------------------------------------
 # meson reconfigures itself when a patch changes a meson.build file; a
-# build directory configured from another source tree is configured anew
+# build directory configured from another source tree, or with other
+# flags, is configured anew
+QMH_CONFIG := $(SRC) $(strip $(CONFIGURE_FLAGS))
 ifneq ($(wildcard $(QBUILD)/build.ninja),)
-ifneq ($(shell cat $(QBUILD)/qmh-source 2>/dev/null),$(SRC))
+ifneq ($(shell cat $(QBUILD)/qmh-config 2>/dev/null),$(QMH_CONFIG))
 .PHONY: $(QBUILD)/build.ninja
 endif
 endif
 $(QBUILD)/build.ninja: | $(STAMPS)/patched
-	$(call stage,configure$(if $(SANITIZE), (sanitizers)),\
+	$(call stage,configure$(if $(SANITIZE), (sanitizers))$(if $(LAB), (lab)),\
 	  rm -rf $(QBUILD) && mkdir -p $(QBUILD) && cd $(QBUILD) && \
 	  $(SRC)/configure --python=$(PY) $(CONFIGURE_FLAGS) > configure.log 2>&1 && \
-	  echo '$(SRC)' > qmh-source || { tail -30 configure.log; exit 1; })
+	  echo '$(QMH_CONFIG)' > qmh-config || { tail -30 configure.log; exit 1; })
 
 # ninja decides what is stale: C files touched by a patch, or the crate
 # (its depfile lists the Rust sources, shim and manifest).
@@ -124,6 +138,7 @@ $(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
 	  t0=$$(date +%s); echo "==> build $(QBUILD)"; \
 	  ninja -C $(QBUILD) $(BINARIES) || exit 1; \
 	  echo "==> build: $$(( $$(date +%s) - t0 ))s"; fi
+	@$(if $(LAB),,$(MAKE) --no-print-directory -s -C $(QBUILD)/pc-bios/optionrom all)
 	@mkdir -p $(BIN)
 	@# a new file renamed into place: a running copy keeps its inode
 	@for b in $(BINARIES); do n=$$(basename $$b); cmp -s $(QBUILD)/$$b $(BIN)/$$n || \
@@ -132,9 +147,21 @@ $(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
 
 FORCE:
 
+# --- the test guest: Debian's kernel and a busybox initramfs ----------------
+guest: $(GUEST)/initrd.img
+$(GUEST)/initrd.img: tests/guest/build.sh tests/guest/init | $(B)/stamps/deps
+	$(call stage,guest,$(CURDIR)/tests/guest/build.sh $(GUEST) $(B)/downloads/guest)
+
 # --- 5. demo and tests -----------------------------------------------------
-demo: build
-	$(call stage,demo,$(PY) examples/demo.py $(BIN)/qemu-system-x86_64)
+# The product boots the test guest and hands three clients one-shot QMP
+# sessions at once (examples/vmspawn_manager); a lab build cannot boot
+# it and shows a monitor added and removed instead (examples/demo.py).
+DEMO_CLIENTS := 'examples/session-client.sh query-status query-name' \
+	'examples/session-client.sh query-monitors' 'examples/session-client.sh query-kvm'
+demo: build $(if $(LAB),,guest)
+	$(call stage,demo,$(if $(LAB),$(PY) examples/demo.py $(BIN)/qemu-system-x86_64,\
+	  $(CARGO_ENV) cargo run --locked --release -q --example vmspawn_manager -- \
+	    $(BIN)/qemu-system-x86_64 $(GUEST) $(DEMO_CLIENTS)))
 
 # Everything: the suite on the default build, on the sanitizer build and
 # on the second QEMU version, the leak check, and the series' own checks.
@@ -150,9 +177,10 @@ check-lint: build
 	$(call stage,rustfmt,cargo fmt --check)
 	$(call stage,clippy,$(CARGO_ENV) cargo clippy --locked --release --all-targets -q -- -D warnings)
 
-check-cargo: build
-	$(call stage,cargo test$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\
-	  $(CARGO_ENV) cargo test --locked --release -q)
+# the lab builds cannot boot the guest: they skip its tests (guest_*)
+check-cargo: build $(if $(LAB),,guest)
+	$(call stage,cargo test$(if $(SANITIZE), (sanitizers))$(if $(LAB), (lab)) $(QEMU_VERSION),\
+	  $(CARGO_ENV) cargo test --locked --release -q $(if $(LAB),-- --skip guest_))
 
 check-qtest: build
 	$(call stage,qtest$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\

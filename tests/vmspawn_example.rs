@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! examples/vmspawn_manager.rs, run for real: a shell client speaks QMP
-//! on the socketpair end the manager gives it; afterwards the monitor
-//! and the chardev are gone.
+//! examples/vmspawn_manager, run for real: it boots the test guest and
+//! hands three shell clients one-shot sessions at once; each sees the
+//! three sessions; when they exit, QEMU removes them by itself.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{join_timeout, wait_child, Qemu};
+use common::{accels, bin_dir, guest_dir, join_timeout, temp_dir, wait_child};
 
 fn example_binary() -> PathBuf {
     // cargo builds examples next to the test binaries' deps/ directory
@@ -68,46 +68,79 @@ fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
 }
 
 #[test]
-fn manager_hands_out_a_session_and_cleans_up() {
-    // A monitor takes one client at a time: the example gets its own.
-    let mut qemu = Qemu::start(&["-qmp", "unix:@DIR@/vmspawn.sock,server=on,wait=off"]);
-    let chardevs_before = qemu.mgr.ok("query-chardev", serde_json::json!({}));
+fn guest_vmspawn_manager_hands_out_concurrent_one_shot_sessions() {
+    // each client waits (bounded) until all three have a session, so
+    // that query-monitors shows them side by side
     let client = r#"
         read -r greeting
         echo '{"execute": "qmp_capabilities"}'; read -r caps
+        touch "$BARRIER/$SESSION"; i=0
+        while [ "$(ls "$BARRIER" | wc -l)" -lt 3 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
         echo '{"execute": "query-monitors"}'; read -r monitors
-        printf '%s\n%s\n' "$greeting" "$monitors" >&2
+        printf '%s %s\n' "$SESSION" "$monitors" >&2
     "#;
-    let out = output_within(
-        Command::new(example_binary())
-            .arg(qemu.dir.join("vmspawn.sock"))
-            .args(["sh", "-c", client]),
-        Duration::from_secs(60),
-        "vmspawn_manager",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen = String::from_utf8(out.stderr).expect("utf8");
-    let mut lines = seen.lines();
-    let greeting: serde_json::Value =
-        serde_json::from_str(lines.next().expect("greeting")).expect("json");
-    assert_eq!(greeting["QMP"]["capabilities"], serde_json::json!(["oob"]));
-    let monitors: serde_json::Value =
-        serde_json::from_str(lines.next().expect("monitors")).expect("json");
-    let session = &monitors["return"][2];
-    assert_eq!(session["dynamic"], true);
-    assert!(
-        session["id"].as_str().expect("id").starts_with("vmspawn-"),
-        "{monitors}"
-    );
-    // The manager removed the monitor and the chardev after the client left.
-    assert_eq!(qemu.ids(), ["compat_monitor0", "compat_monitor1"]);
-    assert_eq!(
-        qemu.mgr.ok("query-chardev", serde_json::json!({})),
-        chardevs_before
-    );
-    assert!(qemu.quit().success());
+    for accel in accels() {
+        let barrier = temp_dir();
+        let out = output_within(
+            Command::new(example_binary())
+                .args(["--accel", &accel])
+                .arg(bin_dir().join("qemu-system-x86_64"))
+                .arg(guest_dir())
+                .args([client, client, client])
+                .env("BARRIER", &barrier),
+            Duration::from_secs(300),
+            "vmspawn_manager",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{accel}: {stdout}{stderr}");
+        for line in [
+            "guest   | qmh: ready",
+            "manager | every session's monitor and chardev are gone",
+            "manager | the guest powered off; QEMU exited",
+        ] {
+            assert!(stdout.contains(line), "{accel}: no {line:?} in {stdout}");
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for line in stderr.lines() {
+            let (session, reply) = line.split_once(' ').expect("session and reply");
+            let reply: serde_json::Value = serde_json::from_str(reply).expect("json");
+            let sessions: Vec<_> = reply["return"]
+                .as_array()
+                .expect("monitors")
+                .iter()
+                .filter(|m| {
+                    m["id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with("session-"))
+                })
+                .map(|m| {
+                    (
+                        m["id"].clone(),
+                        m["dynamic"].clone(),
+                        m["close-action"].clone(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                sessions,
+                (1..=3)
+                    .map(|i| (
+                        serde_json::json!(format!("session-{i}")),
+                        serde_json::json!(true),
+                        serde_json::json!("delete")
+                    ))
+                    .collect::<Vec<_>>(),
+                "{accel}: {line}"
+            );
+            seen.push(session);
+        }
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            ["session-1", "session-2", "session-3"],
+            "{accel}: {stderr}"
+        );
+        let _ = std::fs::remove_dir_all(&barrier);
+    }
 }

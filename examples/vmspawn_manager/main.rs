@@ -1,116 +1,228 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! A session manager in the style of systemd-vmspawn's "acquire QMP":
-//! it hands a client a fresh, independent raw QMP session on a running
-//! QEMU, and cleans up when the client goes away.
+//! A VM manager in the style of systemd-vmspawn: it boots a guest and,
+//! while the guest runs, hands each client a one-shot QMP session of
+//! its own ("acquire QMP"), which QEMU tears down when the client goes.
 //!
-//! Usage: vmspawn_manager QMP_SOCKET CLIENT [ARGS...]
+//! Usage: vmspawn_manager [--accel kvm|tcg] QEMU GUEST_DIR CLIENT...
 //!
-//! On the QEMU's launch-time monitor (QMP_SOCKET) it creates a socketpair,
-//! passes one end with getfd (SCM_RIGHTS), puts a socket chardev on that
-//! fd (chardev-add) and a monitor on the chardev (monitor-add).  CLIENT
-//! runs with the other end as its stdin and stdout and speaks QMP there.
-//! When it exits, the manager removes the monitor and the chardev.
+//! QEMU boots GUEST_DIR/vmlinuz and initrd.img (tests/guest/) with its
+//! console on a socket, which the manager echoes.  Each CLIENT, a shell
+//! command, runs at the same time as the others with its session on
+//! stdin and stdout: a socketpair whose QEMU end is passed with getfd,
+//! a socket chardev on it (chardev-add), a monitor on that with
+//! close-action=delete (monitor-add).  When a client exits, QEMU removes
+//! its monitor and chardev by itself; the manager checks that, then
+//! powers the guest off.
 
 use std::{
     io::{BufRead, BufReader, Write},
-    os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::net::UnixStream,
-    },
-    process::{Command, ExitCode, Stdio},
+    os::{fd::OwnedFd, unix::net::UnixStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod fdpass;
+mod qmp;
 
-/// A minimal QMP client: one command at a time, events skipped.
-struct Qmp {
-    reader: BufReader<UnixStream>,
-    sock: UnixStream,
-}
+use qmp::Qmp;
 
-impl Qmp {
-    fn connect(path: &str) -> std::io::Result<Self> {
-        let sock = UnixStream::connect(path)?;
-        let mut qmp = Qmp {
-            reader: BufReader::new(sock.try_clone()?),
-            sock,
-        };
-        qmp.recv()?; // greeting
-        qmp.execute("qmp_capabilities", json!({}), None)?;
-        Ok(qmp)
-    }
+/// Every wait of the manager is bounded; a distribution kernel boots in
+/// seconds under KVM and well within this under TCG.
+const BOOT_LIMIT: Duration = Duration::from_secs(240);
+const LIMIT: Duration = Duration::from_secs(60);
 
-    fn recv(&mut self) -> std::io::Result<Value> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "QEMU closed the monitor",
-            ));
-        }
-        serde_json::from_str(&line).map_err(std::io::Error::other)
-    }
-
-    /// Runs a command, with `fd` attached if given; returns its "return".
-    fn execute(&mut self, name: &str, args: Value, fd: Option<&OwnedFd>) -> std::io::Result<Value> {
-        let msg = format!("{}\n", json!({"execute": name, "arguments": args}));
-        match fd {
-            Some(fd) => {
-                fdpass::send_with_fd(self.sock.as_raw_fd(), msg.as_bytes(), fd.as_raw_fd())?
-            }
-            None => self.sock.write_all(msg.as_bytes())?,
-        }
-        loop {
-            let rsp = self.recv()?;
-            if let Some(ret) = rsp.get("return") {
-                return Ok(ret.clone());
-            }
-            if let Some(err) = rsp.get("error") {
-                return Err(std::io::Error::other(format!("{name}: {}", err["desc"])));
-            }
+fn connect_retrying(path: &Path) -> std::io::Result<UnixStream> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match UnixStream::connect(path) {
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            r => return r,
         }
     }
 }
 
-fn run(qmp_path: &str, client: &[String]) -> std::io::Result<i32> {
-    let mut qmp = Qmp::connect(qmp_path)?;
-    let name = format!("vmspawn-{}", std::process::id());
+/// QEMU with the guest, paused until the console is connected.
+fn start_qemu(qemu: &str, accel: &str, guest: &Path, dir: &Path) -> std::io::Result<Child> {
+    let sock = |name: &str| format!("path={},server=on,wait=off", dir.join(name).display());
+    Command::new(qemu)
+        .args(["-M", "pc", "-accel", accel, "-m", "256", "-nodefaults"])
+        .args(["-display", "none", "-S"])
+        .arg("-kernel")
+        .arg(guest.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(guest.join("initrd.img"))
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .args(["-chardev", &format!("socket,id=qmp,{}", sock("qmp.sock"))])
+        .args(["-mon", "chardev=qmp,mode=control"])
+        .args([
+            "-chardev",
+            &format!("socket,id=console,{}", sock("console.sock")),
+        ])
+        .args(["-serial", "chardev:console"])
+        .stdin(Stdio::null())
+        .spawn()
+}
+
+/// Echoes the guest's console; tells `ready` when init is up.
+fn echo_console(console: UnixStream, ready: mpsc::Sender<()>) {
+    for line in BufReader::new(console).lines() {
+        let Ok(line) = line else { return };
+        let line = line.trim_end_matches('\r');
+        if !line.is_empty() {
+            println!("guest   | {line}");
+        }
+        if line.starts_with("qmh: ready") {
+            let _ = ready.send(());
+        }
+    }
+}
+
+/// A one-shot session: QEMU's end of a socketpair becomes a monitor
+/// that goes away with its client.  Returns the client's end.
+fn new_session(qmp: &mut Qmp, name: &str) -> std::io::Result<OwnedFd> {
     let (ours, theirs) = UnixStream::pair()?;
-    let theirs = OwnedFd::from(theirs);
-
-    qmp.execute("getfd", json!({"fdname": name}), Some(&theirs))?;
-    drop(theirs); // QEMU holds its own copy now
+    qmp.execute(
+        "getfd",
+        json!({"fdname": name}),
+        Some(&OwnedFd::from(theirs)),
+    )?;
     let backend = json!({"type": "socket", "data": {
         "addr": {"type": "fd", "data": {"str": name}}, "server": false}});
     qmp.execute("chardev-add", json!({"id": name, "backend": backend}), None)?;
-    qmp.execute("monitor-add", json!({"id": name, "chardev": name}), None)?;
+    qmp.execute(
+        "monitor-add",
+        json!({"id": name, "chardev": name, "close-action": "delete"}),
+        None,
+    )?;
+    Ok(ours.into())
+}
 
-    let ours = OwnedFd::from(ours);
-    // SAFETY: dup() of a descriptor we own returns a fresh one, which
-    // the child's stdout takes over.
-    let stdout = unsafe { OwnedFd::from_raw_fd(libc::dup(ours.as_raw_fd())) };
-    let status = Command::new(&client[0])
-        .args(&client[1..])
-        .stdin(Stdio::from(ours))
+fn run_client(cmd: &str, name: &str, session: OwnedFd) -> std::io::Result<Child> {
+    let stdout = session.try_clone()?;
+    Command::new("sh")
+        .args(["-c", cmd])
+        .env("SESSION", name)
+        .stdin(Stdio::from(session))
         .stdout(Stdio::from(stdout))
-        .status()?;
+        .spawn()
+}
 
-    // The client is gone: remove what we created for it.
-    qmp.execute("monitor-remove", json!({"id": name}), None)?;
-    qmp.execute("chardev-remove", json!({"id": name}), None)?;
-    Ok(status.code().unwrap_or(1))
+/// Waits for `child` at most `limit`; kills it after that.
+fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> std::io::Result<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "{what} did not exit within {limit:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The names of the sessions QEMU still has, as monitors or chardevs.
+fn sessions_left(qmp: &mut Qmp) -> std::io::Result<Vec<String>> {
+    let mut left = Vec::new();
+    for (cmd, key) in [("query-monitors", "id"), ("query-chardev", "label")] {
+        for item in qmp
+            .execute(cmd, json!({}), None)?
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = item[key].as_str().unwrap_or_default();
+            if name.starts_with("session-") {
+                left.push(name.to_owned());
+            }
+        }
+    }
+    Ok(left)
+}
+
+fn run(qemu_bin: &str, accel: &str, guest: &Path, clients: &[String]) -> std::io::Result<bool> {
+    let dir = std::env::temp_dir().join(format!("vmspawn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut qemu = start_qemu(qemu_bin, accel, guest, &dir)?;
+    let result = (|| {
+        let mut qmp = Qmp::new(connect_retrying(&dir.join("qmp.sock"))?)?;
+        let console = connect_retrying(&dir.join("console.sock"))?;
+        let mut console_in = console.try_clone()?;
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::spawn(move || echo_console(console, ready_tx));
+        qmp.execute("cont", json!({}), None)?;
+        println!("manager | booting the guest ({accel})");
+        ready
+            .recv_timeout(BOOT_LIMIT)
+            .map_err(|_| std::io::Error::other("the guest did not boot"))?;
+
+        let mut running = Vec::new();
+        for (i, cmd) in clients.iter().enumerate() {
+            let name = format!("session-{}", i + 1);
+            let session = new_session(&mut qmp, &name)?;
+            println!("manager | {name}: a one-shot monitor for client {}", i + 1);
+            running.push((name.clone(), run_client(cmd, &name, session)?));
+        }
+        let mut all_ok = true;
+        for (name, child) in &mut running {
+            let ok = wait_bounded(child, LIMIT, name)?;
+            println!(
+                "manager | {name}: client exited{}",
+                if ok { "" } else { " with an error" }
+            );
+            all_ok &= ok;
+        }
+        // close-action=delete: QEMU removes what each session was
+        let deadline = Instant::now() + LIMIT;
+        while !sessions_left(&mut qmp)?.is_empty() {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other("QEMU kept the sessions"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!("manager | every session's monitor and chardev are gone");
+        console_in.write_all(b"poweroff\n")?;
+        all_ok &= wait_bounded(&mut qemu, LIMIT, "QEMU")?;
+        println!("manager | the guest powered off; QEMU exited");
+        Ok(all_ok)
+    })();
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let accel = if args.first().map(String::as_str) == Some("--accel") && args.len() > 1 {
+        let a = args.remove(1);
+        args.remove(0);
+        a
+    } else if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+    {
+        "kvm".to_owned()
+    } else {
+        "tcg".to_owned()
+    };
     if args.len() < 3 {
-        eprintln!("usage: {} QMP_SOCKET CLIENT [ARGS...]", args[0]);
+        eprintln!("usage: vmspawn_manager [--accel kvm|tcg] QEMU GUEST_DIR CLIENT...");
         return ExitCode::from(2);
     }
-    match run(&args[1], &args[2..]) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+    match run(&args[0], &accel, &PathBuf::from(&args[1]), &args[2..]) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("vmspawn_manager: {e}");
             ExitCode::from(1)

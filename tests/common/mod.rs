@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod fd;
+mod guest;
 mod qemu;
 mod qmp;
 mod rng;
@@ -21,6 +22,7 @@ mod wait;
 mod watchdog;
 
 pub use fd::{open_pty, owned, socketpair};
+pub use guest::{accels, guest_dir, Console, Guest, BOOT_LIMIT, GUEST_LIMIT};
 pub use qemu::{bin_dir, fd_chardev, kill_if_running, socket_chardev, temp_dir, KillOnDrop, Qemu};
 pub use qmp::{send_fd, Incoming, Qmp, IO_TIMEOUT};
 pub use rng::{seed, Rng};

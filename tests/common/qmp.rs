@@ -333,6 +333,31 @@ impl Qmp {
         offered
     }
 
+    /// Waits up to `limit` for event `name` (one already kept aside
+    /// counts), takes it out of `events` and returns it.
+    pub fn wait_event(&mut self, name: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(i) = self.events.iter().position(|e| e["event"] == name) {
+                return self.events.remove(i);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out after {limit:?} waiting for event {name}"
+            );
+            let saved = self.timeout();
+            self.set_timeout(left);
+            let msg = self.recv_for(&|| format!("event {name}"));
+            self.set_timeout(saved);
+            match msg {
+                Some(m) if m.get("event").is_some() => self.events.push(m),
+                Some(m) => panic!("unexpected reply {m} while waiting for event {name}"),
+                None => panic!("EOF while waiting for event {name}"),
+            }
+        }
+    }
+
     /// The connection is closed with nothing more to read but events.
     pub fn expect_eof(&mut self) {
         if let Some(msg) = self.recv_reply_for(&|| "the end of the connection".to_owned()) {

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! A real guest on the product build (tests/guest/: Debian's kernel, a
+//! busybox init on ttyS0), under every accelerator there is (KVM where
+//! /dev/kvm opens, TCG always): dynamic monitors see the events only a
+//! guest makes, monitors come and go while it boots and hot-unplugs a
+//! device, and the guest notices nothing.  Needs QMH_GUEST_DIR (`make
+//! check` sets it on the product build; the lab builds skip `guest_`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{accels, Guest, Qmp, GUEST_LIMIT};
+use serde_json::json;
+
+/// A device only the guest can let go of: device_del of it on `pc`
+/// asks the guest's ACPI hotplug driver, and DEVICE_DELETED comes once
+/// the guest ejected it.
+const HOTPLUG: &str = "virtio-rng-pci";
+const VIRTIO_VENDOR: &str = "0x1af4:";
+
+fn virtio_count(pci: &[String]) -> usize {
+    pci.iter().filter(|d| d.starts_with(VIRTIO_VENDOR)).count()
+}
+
+/// A dynamic monitor (on a socket chardev of its own) and its client.
+fn dynamic(guest: &mut Guest, id: &str) -> Qmp {
+    guest.qemu.dynamic_client(id, &[])
+}
+
+#[test]
+fn guest_events_reach_dynamic_monitors() {
+    for accel in accels() {
+        let mut g = Guest::boot(&accel, &[]);
+        let mut a = dynamic(&mut g, "a");
+        let mut b = dynamic(&mut g, "b");
+
+        // a reboot the guest asks for: RESET on every monitor
+        g.console.send("reboot");
+        for (name, mon) in [("a", &mut a), ("b", &mut b)] {
+            let ev = mon.wait_event("RESET", GUEST_LIMIT);
+            assert_eq!(
+                ev["data"],
+                json!({"guest": true, "reason": "guest-reset"}),
+                "{name}"
+            );
+        }
+        let first = g.boot_id.clone();
+        g.wait_ready();
+        assert_ne!(g.boot_id, first, "{accel}: the guest did not reboot");
+
+        // hot-plug from one dynamic monitor, unplug acknowledged by the
+        // guest: DEVICE_DELETED on both
+        let before = virtio_count(&g.pci());
+        a.ok("device_add", json!({"driver": HOTPLUG, "id": "rng0"}));
+        g.wait_pci("the hot-plugged device", |p| virtio_count(p) == before + 1);
+        a.ok("device_del", json!({"id": "rng0"}));
+        for (name, mon) in [("a", &mut a), ("b", &mut b)] {
+            // the device's virtio backend goes first, then the device
+            let ev = loop {
+                let ev = mon.wait_event("DEVICE_DELETED", GUEST_LIMIT);
+                if ev["data"]["device"] == "rng0" {
+                    break ev;
+                }
+            };
+            assert_eq!(ev["data"]["path"], "/machine/peripheral/rng0", "{name}");
+        }
+        g.wait_pci("the unplug in the guest", |p| virtio_count(p) == before);
+        g.echo("after-unplug");
+
+        // the guest powers itself off: SHUTDOWN on every monitor, then
+        // QEMU exits by itself
+        g.console.send("poweroff");
+        for (name, mon) in [("a", &mut a), ("b", &mut b)] {
+            let ev = mon.wait_event("SHUTDOWN", GUEST_LIMIT);
+            assert_eq!(
+                ev["data"],
+                json!({"guest": true, "reason": "guest-shutdown"}),
+                "{name}"
+            );
+        }
+        let status = common::wait_timeout(&mut g.qemu.child, GUEST_LIMIT);
+        assert!(status.success(), "{accel}: {status}");
+    }
+}
+
+#[test]
+fn guest_unaware_of_monitors_removed_mid_boot_and_mid_hotplug() {
+    for accel in accels() {
+        // the monitors churn while the kernel boots
+        let mut g = Guest::start(
+            &accel,
+            "socket,id=ser0,path=@DIR@/ser0.sock,server=on,wait=off",
+            &[],
+        );
+        for i in 0..20 {
+            let id = format!("boot{i}");
+            let mut c = dynamic(&mut g, &id);
+            assert_eq!(c.ok("query-status", json!({}))["status"], "running");
+            g.qemu.monitor_remove(&id);
+            c.expect_eof();
+        }
+        g.wait_ready();
+        g.echo("booted");
+
+        // the monitor that hot-plugged the device is removed before the
+        // guest sees it, the one that unplugs it before the guest acked
+        let before = virtio_count(&g.pci());
+        let mut plug = dynamic(&mut g, "plug");
+        plug.ok("device_add", json!({"driver": HOTPLUG, "id": "rng1"}));
+        g.qemu.monitor_remove("plug");
+        plug.expect_eof();
+        g.wait_pci("the hot-plugged device", |p| virtio_count(p) == before + 1);
+
+        let mut watcher = dynamic(&mut g, "watcher");
+        let mut unplug = dynamic(&mut g, "unplug");
+        unplug.ok("device_del", json!({"id": "rng1"}));
+        g.qemu.monitor_remove("unplug");
+        unplug.expect_eof();
+        let ev = loop {
+            let ev = watcher.wait_event("DEVICE_DELETED", GUEST_LIMIT);
+            if ev["data"]["device"] == "rng1" {
+                break ev;
+            }
+        };
+        assert_eq!(ev["data"]["path"], "/machine/peripheral/rng1");
+        g.wait_pci("the unplug in the guest", |p| virtio_count(p) == before);
+
+        // no reset, no stop, no lost console line
+        g.assert_undisturbed("after-churn");
+        for mon in [&watcher.events, &g.qemu.mgr.events] {
+            assert!(
+                !mon.iter()
+                    .any(|e| e["event"] == "RESET" || e["event"] == "STOP"),
+                "{accel}: {mon:?}"
+            );
+        }
+        g.qemu.monitor_remove("watcher");
+        assert!(g.qemu.quit().success());
+    }
+}
+
+#[test]
+fn guest_console_shares_a_mux_with_a_monitor() {
+    for accel in accels() {
+        // `-serial mon:unix:...`: the console and an HMP monitor on one
+        // mux chardev, "serial0"
+        let mut g = Guest::start(&accel, "mon:unix:@DIR@/ser0.sock,server=on,wait=off", &[]);
+        g.wait_ready();
+        let hmp = g
+            .qemu
+            .monitors()
+            .into_iter()
+            .find(|m| m.2 == "serial0")
+            .expect("the mux's HMP monitor in query-monitors");
+        assert_eq!((hmp.1.as_str(), hmp.3), ("readline", false), "{hmp:?}");
+
+        // the mux has frontends (the serial port, the HMP monitor): no
+        // QMP monitor can join it, and the HMP one cannot be removed
+        g.qemu.mgr.err(
+            "monitor-add",
+            json!({"id": "intruder", "chardev": "serial0"}),
+            "Chardev 'serial0' is already in use by another frontend",
+        );
+        g.qemu.mgr.err(
+            "monitor-remove",
+            json!({"id": hmp.0}),
+            &format!(
+                "Monitor '{}' is an HMP monitor; only QMP monitors can be removed",
+                hmp.0
+            ),
+        );
+        g.echo("after-refusals");
+
+        // monitors elsewhere come and go; the console keeps working, and
+        // the mux still switches to its monitor and back (C-a c)
+        for i in 0..5 {
+            let id = format!("m{i}");
+            let _c = dynamic(&mut g, &id);
+            g.qemu.monitor_remove(&id);
+            g.echo(&format!("cycle-{i}"));
+        }
+        g.console.send_bytes(b"\x01c");
+        g.console.send("info status");
+        g.console
+            .line_with("VM status: running", Duration::from_secs(30));
+        g.console.send_bytes(b"\x01c");
+        g.assert_undisturbed("after-mux");
+        assert!(g.qemu.quit().success());
+    }
+}
+
+#[test]
+fn guest_console_survives_removal_of_a_qmp_monitor_on_its_mux() {
+    for accel in accels() {
+        // the console and a command-line QMP monitor on one mux
+        let mut g = Guest::start(
+            &accel,
+            "socket,id=ser0,path=@DIR@/ser0.sock,server=on,wait=off,mux=on",
+            &["-mon", "chardev=ser0,mode=control,id=muxqmp"],
+        );
+        g.wait_ready();
+        g.echo("before");
+        g.qemu.monitor_remove("muxqmp");
+        assert!(!g.qemu.ids().contains(&"muxqmp".to_owned()));
+        g.assert_undisturbed("after-removal");
+        assert!(g.qemu.quit().success());
+    }
+}
