@@ -66,7 +66,7 @@ comma := ,
 stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
-.PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-python \
+.PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-iotests check-python \
 	check-valgrind check-sanitize check-matrix check-versions check-series series since bench fuzz \
 	clean distclean FORCE
 
@@ -138,7 +138,11 @@ $(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
 	  t0=$$(date +%s); echo "==> build $(QBUILD)"; \
 	  ninja -C $(QBUILD) $(BINARIES) || exit 1; \
 	  echo "==> build: $$(( $$(date +%s) - t0 ))s"; fi
-	@$(if $(LAB),,$(MAKE) --no-print-directory -s -C $(QBUILD)/pc-bios/optionrom all)
+	@# the option ROMs; a binary run from the build tree looks up the
+	@# firmware path inside qemu-bundle/, so the firmware goes there too
+	@$(if $(LAB),,$(MAKE) --no-print-directory -s -C $(QBUILD)/pc-bios/optionrom all && \
+	  for d in $(subst :, ,$(FIRMWARE_PATH)); do mkdir -p $(QBUILD)/qemu-bundle$$(dirname $$d) && \
+	    ln -sfn $$d $(QBUILD)/qemu-bundle$$d || exit 1; done)
 	@mkdir -p $(BIN)
 	@# a new file renamed into place: a running copy keeps its inode
 	@for b in $(BINARIES); do n=$$(basename $$b); cmp -s $(QBUILD)/$$b $(BIN)/$$n || \
@@ -148,6 +152,8 @@ $(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
 FORCE:
 
 # --- the test guest: Debian's kernel and a busybox initramfs ----------------
+# the accelerators that boot it here (KVM if it works, TCG always)
+ACCELS := $(CURDIR)/tests/guest/accels.sh $(BIN)/qemu-system-x86_64 $(GUEST)
 guest: $(GUEST)/initrd.img
 $(GUEST)/initrd.img: tests/guest/build.sh tests/guest/init | $(B)/stamps/deps
 	$(call stage,guest,$(CURDIR)/tests/guest/build.sh $(GUEST) $(B)/downloads/guest)
@@ -161,11 +167,11 @@ DEMO_CLIENTS := 'examples/session-client.sh query-status query-name' \
 demo: build $(if $(LAB),,guest)
 	$(call stage,demo,$(if $(LAB),$(PY) examples/demo.py $(BIN)/qemu-system-x86_64,\
 	  $(CARGO_ENV) cargo run --locked --release -q --example vmspawn_manager -- \
-	    $(BIN)/qemu-system-x86_64 $(GUEST) $(DEMO_CLIENTS)))
+	    --accel $$($(ACCELS) | cut -d, -f1) $(BIN)/qemu-system-x86_64 $(GUEST) $(DEMO_CLIENTS)))
 
 # Everything: the suite on the default build, on the sanitizer build and
 # on the second QEMU version, the leak check, and the series' own checks.
-check: check-lint check-suite check-python check-valgrind check-sanitize check-versions check-series
+check: check-lint check-suite check-iotests check-python check-valgrind check-sanitize check-versions check-series
 	@echo "==> all checks passed"
 
 # The test suite of one variant (version, sanitizers)
@@ -180,12 +186,20 @@ check-lint: build
 # the lab builds cannot boot the guest: they skip its tests (guest_*)
 check-cargo: build $(if $(LAB),,guest)
 	$(call stage,cargo test$(if $(SANITIZE), (sanitizers))$(if $(LAB), (lab)) $(QEMU_VERSION),\
-	  $(CARGO_ENV) cargo test --locked --release -q $(if $(LAB),-- --skip guest_))
+	  $(if $(LAB),,QMH_ACCELS=$$($(ACCELS)) )$(CARGO_ENV) cargo test --locked --release -q $(if $(LAB),-- --skip guest_))
 
 check-qtest: build
 	$(call stage,qtest$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\
 	  $(VENV)/bin/meson test -C $(QBUILD) --print-errorlogs \
 	    $(addprefix qtest-x86_64/,$(QTESTS)))
+
+# QEMU's iotests through its own check script, on the product build:
+# the series' test of dynamic monitors and block jobs, and QMP-heavy
+# tests of QEMU's own (block jobs, snapshots, media change, job events)
+IOTESTS := monitor-hotplug-block-job 030 040 041 055 085 118 141 156 185
+check-iotests: build
+	$(call stage,iotests,cd $(QBUILD)/tests/qemu-iotests && \
+	  $(QBUILD)/pyvenv/bin/python3 ./check -qcow2 $(IOTESTS))
 
 check-python: build
 	$(call stage,python clients,QEMU_BIN_DIR=$(BIN) $(PY) -m unittest discover -s tests/python)

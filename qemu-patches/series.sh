@@ -18,11 +18,16 @@ if [ ! -f "$work/stamp" ] || [ -n "$(find "$top/qemu-patches" "$top/tests/qtest"
     git_ tag base
     for p in "$top"/qemu-patches/0*.patch; do
         git_ am -q --keep-cr "$p" >&2 || { echo "series: $(basename "$p") does not apply" >&2; exit 1; }
+        case $p in
+        *-tests-qtest-add-monitor-hotplug-test.patch)
+            # the qtest lives in tests/qtest/ of this project: fold it in
+            cp "$top/tests/qtest/monitor-hotplug-test.c" "$src/tests/qtest/"
+            git_ add tests/qtest/monitor-hotplug-test.c
+            git_ commit -q --amend --no-edit ;;
+        esac
     done
-    # the qtest lives in tests/qtest/ of this project: fold it into its patch
-    cp "$top/tests/qtest/monitor-hotplug-test.c" "$src/tests/qtest/"
-    git_ add tests/qtest/monitor-hotplug-test.c
-    git_ commit -q --amend --no-edit
+    git_ cat-file -e HEAD:tests/qtest/monitor-hotplug-test.c 2>/dev/null ||
+        { echo "series: the qtest was not folded into its patch" >&2; exit 1; }
     ln -sfn "$top/meson-glue" "$src/monitor/hotplug"
     touch "$work/stamp"
 fi

@@ -70,14 +70,21 @@ fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
 #[test]
 fn guest_vmspawn_manager_hands_out_concurrent_one_shot_sessions() {
     // each client waits (bounded) until all three have a session, so
-    // that query-monitors shows them side by side
+    // that query-monitors shows them side by side, and until all three
+    // asked before it leaves
     let client = r#"
+        barrier() {
+            touch "$BARRIER/$SESSION.$1"; i=0
+            while [ "$(ls "$BARRIER" | grep -c "\.$1$")" -lt 3 ] && [ $i -lt 600 ]; do
+                sleep 0.1; i=$((i+1))
+            done
+        }
         read -r greeting
         echo '{"execute": "qmp_capabilities"}'; read -r caps
-        touch "$BARRIER/$SESSION"; i=0
-        while [ "$(ls "$BARRIER" | wc -l)" -lt 3 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+        barrier up
         echo '{"execute": "query-monitors"}'; read -r monitors
         printf '%s %s\n' "$SESSION" "$monitors" >&2
+        barrier asked
     "#;
     for accel in accels() {
         let barrier = temp_dir();

@@ -50,7 +50,7 @@ fn start_qemu(qemu: &str, accel: &str, guest: &Path, dir: &Path) -> std::io::Res
     let sock = |name: &str| format!("path={},server=on,wait=off", dir.join(name).display());
     Command::new(qemu)
         .args(["-M", "pc", "-accel", accel, "-m", "256", "-nodefaults"])
-        .args(["-display", "none", "-S"])
+        .args(["-display", "none", "-S", "-name", "vmspawn"])
         .arg("-kernel")
         .arg(guest.join("vmlinuz"))
         .arg("-initrd")
