@@ -115,7 +115,11 @@ impl Strace {
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = err.read(&mut buf) {
-                if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                if n == 0
+                    || tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
                     break;
                 }
             }
@@ -126,12 +130,21 @@ impl Strace {
             text: String::new(),
         };
         // "Process N attached" for every thread, then silence until the
-        // summary.
+        // summary: attached once every thread is, or once strace has been
+        // quiet for a while after the first (threads come and go).
         let deadline = Instant::now() + Duration::from_secs(10);
         while st.text.matches("attached").count() < threads {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let quiet = Duration::from_millis(if st.text.contains("attached") {
+                500
+            } else {
+                10_000
+            });
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(quiet);
             match st.stderr.recv_timeout(left) {
                 Ok(s) => st.text.push_str(&s),
+                Err(mpsc::RecvTimeoutError::Timeout) if st.text.contains("attached") => break,
                 Err(_) => {
                     st.stop();
                     return None;
@@ -220,7 +233,9 @@ fn read_calls(rep: &Reps, report: &mut Report, base: &std::path::Path) {
             p.quit();
         }
         let (Some(patched), Some(unpatched)) = (got[0], got[1]) else {
-            report.notes.push("7b: strace could not attach; not measured".into());
+            report
+                .notes
+                .push("7b: strace could not attach; not measured".into());
             return;
         };
         report.row(
