@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! 7. Input path: how QEMU reads a request.  The round trip of a 4 KiB
-//! request, patched vs unpatched QEMU, and the read system calls QEMU
-//! makes per request, counted by strace.
+//! 7. Input path: how QEMU reads a request
+//!
+//! The round trip of a 4 KiB request, patched vs unpatched QEMU, and the
+//! read system calls QEMU makes per request, counted by strace.
 
 use std::{
     io::Read,
