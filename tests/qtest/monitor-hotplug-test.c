@@ -1005,6 +1005,43 @@ static void test_batch_removed(void)
     stop(&f);
 }
 
+/*
+ * A client that leaves right after a batch of exec-oob: the replies
+ * that QEMU writes while parsing the batch fail, which disconnects the
+ * client in the middle of the parse.  The monitor drops the rest and
+ * takes the next client.
+ */
+static void test_batch_client_vanishes(void)
+{
+    Fixture f;
+    size_t m;
+    int i;
+
+    start_batch(&f);
+    for (m = 0; m < ARRAY_SIZE(batch_chardevs); m++) {
+        for (i = 0; i < 5; i++) {
+            g_autoptr(GString) batch = g_string_new(NULL);
+            Client c;
+            int k;
+
+            client_open(&c, &f, batch_chardevs[m], true);
+            for (k = 0; k < 2000; k++) {
+                g_string_append(batch, "{\"exec-oob\": \"query-yank\"}");
+            }
+            client_send(&c, batch->str, NULL, 0);
+            client_close(&c);
+        }
+        {
+            Client c;
+
+            client_open(&c, &f, batch_chardevs[m], true);
+            expect_nothing_more(&c);
+            client_close(&c);
+        }
+    }
+    stop(&f);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1027,6 +1064,8 @@ int main(int argc, char **argv)
     qtest_add_func("qmp/monitor-hotplug/batch/self-removal",
                    test_batch_self_removal);
     qtest_add_func("qmp/monitor-hotplug/batch/removed", test_batch_removed);
+    qtest_add_func("qmp/monitor-hotplug/batch/client-vanishes",
+                   test_batch_client_vanishes);
 
     return g_test_run();
 }
