@@ -21,6 +21,14 @@ const CYCLES: usize = 400;
 /// slower under memcheck than without.
 const IO_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Requests per batch written at once (QEMU reads them in chunks).
+const BATCH: usize = 50;
+
+/// `n` query-name requests, to be sent in one write.
+fn batch(n: usize) -> String {
+    "{\"execute\": \"query-name\"}".repeat(n)
+}
+
 /// A connection with the long timeout.
 fn connect(path: &Path) -> Qmp {
     let mut q = Qmp::connect(path);
@@ -118,19 +126,33 @@ fn churn_leaks_nothing() {
                     .recv_reply_awaiting("the reply to getfd")
                     .expect("getfd reply");
                 drop((keep, give));
+                // and with a batch being read: what is still unparsed
+                // goes with the monitor (qemu-patches 0012)
+                client.send_raw(&batch(BATCH));
                 mgr.ok("monitor-remove", json!({"id": id}));
-                client.expect_eof();
+                while client.recv_reply().is_some() {}
                 mgr.ok("chardev-remove", json!({"id": id}));
             }
             1 => {
-                // removes itself
-                client.ok("monitor-remove", json!({"id": id}));
+                // removes itself in the middle of a batch
+                let mut requests = batch(10);
+                requests.push_str(
+                    &json!({"execute": "monitor-remove", "arguments": {"id": id}}).to_string(),
+                );
+                requests.push_str(&batch(BATCH));
+                client.send_raw(&requests);
+                for _ in 0..11 {
+                    let rsp = client.recv_reply().expect("a reply before the removal's");
+                    assert!(rsp.get("return").is_some(), "{rsp}");
+                }
                 client.expect_eof();
                 mgr.ok("chardev-remove", json!({"id": id}));
             }
             _ => {
-                // one-shot session: the client leaves mid-command
+                // one-shot session: the client leaves mid-command, and
+                // mid-batch
                 client.send(&json!({"execute": "query-status"}));
+                client.send_raw(&batch(BATCH));
                 drop(client);
                 wait_until(&format!("one-shot monitor {id} to go"), || {
                     mgr.ok("query-monitors", json!({}))

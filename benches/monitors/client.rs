@@ -120,9 +120,12 @@ impl Raw {
         self.ok(&v.to_string())
     }
 
-    /// Greeting, qmp_capabilities.
+    /// Greeting, qmp_capabilities.  Events before the greeting are
+    /// skipped: unpatched QEMU sends one there now and then (the race
+    /// qemu-patches 0008 and 0009 fix); the tests check the order, the
+    /// benchmarks only time.
     pub fn handshake(&mut self) {
-        let g = self.line();
+        let g = self.reply();
         assert!(
             g.starts_with(b"{\"QMP\""),
             "not a greeting: {}",

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! Benchmarks of runtime QMP monitors (`cargo bench --bench monitors`),
-//! with their own harness: six measurements, one table.
+//! with their own harness: seven measurements, one table.
 //!
 //! The machine is shared, so nothing is compared across time: the sides of
 //! every comparison run in the same run, one measurement each in turn, the
@@ -35,6 +35,7 @@ mod stats;
 mod churn;
 mod fresh_session;
 mod hot_path;
+mod input;
 mod patch_overhead;
 mod relay;
 mod scale;
@@ -48,6 +49,9 @@ use report::{loadavg, machine, table, Report};
 pub struct Reps {
     /// Round trips per side, hot path and patch overhead.
     pub hot: usize,
+    /// 4 KiB round trips per side, and round trips counted by strace.
+    pub big: usize,
+    pub syscalls: usize,
     /// Fresh sessions per variant.
     pub session: usize,
     /// Round trips per side through the relay.
@@ -68,6 +72,8 @@ impl Reps {
         if quick {
             Reps {
                 hot: 1000,
+                big: 30,
+                syscalls: 20,
                 session: 60,
                 proxy: 1000,
                 churn: 400,
@@ -79,6 +85,8 @@ impl Reps {
         } else {
             Reps {
                 hot: 20_000,
+                big: 2000,
+                syscalls: 100,
                 session: 1000,
                 proxy: 10_000,
                 churn: 10_000,
@@ -105,13 +113,14 @@ fn main() {
     eprintln!("patched:  {}", patched_bin().display());
     eprintln!("baseline: {}", baseline_bin().display());
     type Step<'a> = (&'a str, &'a dyn Fn(&mut Report));
-    let steps: [Step; 6] = [
+    let steps: [Step; 7] = [
         ("1. hot path", &|r| hot_path::run(&rep, r)),
         ("2. patch overhead", &|r| patch_overhead::run(&rep, r)),
         ("3. fresh session", &|r| fresh_session::run(&rep, r)),
         ("4. relay", &|r| relay::run(&rep, r)),
         ("5. churn", &|r| churn::run(&rep, r)),
         ("6. scale", &|r| scale::run(&rep, r, nofile)),
+        ("7. input path", &|r| input::run(&rep, r)),
     ];
     for (name, f) in steps {
         let t = Instant::now();

@@ -224,6 +224,17 @@ fn scale_rows(report: &mut Report) {
             "",
             String::new(),
         );
+        let setup = b.setup_s[0] / b.setup_s[1];
+        report.row(
+            "6 set-up",
+            "N=1000 monitors with their clients: added one by one (chardev-add, monitor-add, \
+             connect, handshake) vs QEMU started with 1000 `-mon` (start, connect, handshake)",
+            format!("{:.2} s", b.setup_s[0]),
+            format!("{:.2} s", b.setup_s[1]),
+            format!("{setup:.2}"),
+            "≤ 2",
+            verdict(setup <= 2.0),
+        );
         let expo = |xa: &[f64], xb: &[f64]| (median(xb) / median(xa)).log10();
         for (what, xa, xb) in [
             ("`stop` to every client", &a.event, &b.event),

@@ -19,7 +19,9 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include "libqtest.h"
+#include "qapi/error.h"
 #include "qobject/qdict.h"
+#include "qobject/qjson.h"
 #include "qobject/qlist.h"
 #include "qobject/qstring.h"
 
@@ -459,6 +461,587 @@ static void test_close_action_delete(void)
     stop(&f);
 }
 
+/*
+ * Batches: many requests in one write.  QMP reads its input in chunks
+ * and must parse no further than a request queue with room allows; the
+ * rest of a chunk waits for the monitor to be resumed.  These check
+ * that every request of a batch is answered exactly once and in order,
+ * with OOB off and on, on a command-line and on a dynamic monitor; that
+ * an exec-oob in a batch overtakes queued in-band requests; that file
+ * descriptors reach the command they were sent with; and that removing
+ * a monitor with input still unparsed drops it.
+ */
+
+/* A QMP client that reads replies line by line, buffered */
+typedef struct {
+    int fd;
+    GString *in;
+    size_t pos;
+} Client;
+
+static void client_init(Client *c, int fd)
+{
+    c->fd = fd;
+    c->in = g_string_new(NULL);
+    c->pos = 0;
+}
+
+static void client_close(Client *c)
+{
+    close(c->fd);
+    g_string_free(c->in, true);
+}
+
+/* The next message, or NULL at the end of the connection */
+static QDict *client_next(Client *c, const char *what)
+{
+    char *nl;
+
+    while (!(nl = memchr(c->in->str + c->pos, '\n', c->in->len - c->pos))) {
+        char buf[65536];
+        ssize_t n;
+
+        wait_readable(c->fd, what);
+        n = recv(c->fd, buf, sizeof(buf), 0);
+        g_assert_cmpint(n, >=, 0);
+        if (n == 0) {
+            g_assert_cmpuint(c->pos, ==, c->in->len);
+            return NULL;
+        }
+        if (c->pos > c->in->len / 2) {
+            g_string_erase(c->in, 0, c->pos);
+            c->pos = 0;
+        }
+        g_string_append_len(c->in, buf, n);
+    }
+    {
+        g_autofree char *line = g_strndup(c->in->str + c->pos,
+                                          nl - (c->in->str + c->pos));
+        QDict *msg = qobject_to(QDict, qobject_from_json(line, &error_abort));
+
+        c->pos = nl + 1 - c->in->str;
+        g_assert(msg);
+        return msg;
+    }
+}
+
+/* Send all of @buf in one sendmsg(), with @nfds file descriptors */
+static void client_send(Client *c, const char *buf, int *fds, size_t nfds)
+{
+    size_t len = strlen(buf);
+    size_t done = 0;
+
+    while (done < len) {
+        struct iovec iov = {
+            .iov_base = (char *)buf + done, .iov_len = len - done
+        };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        char control[CMSG_SPACE(sizeof(int) * 4)] = { 0 };
+        ssize_t n;
+
+        if (nfds && !done) {
+            struct cmsghdr *cmsg;
+
+            g_assert_cmpuint(nfds, <=, 4);
+            msg.msg_control = control;
+            msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+            cmsg = CMSG_FIRSTHDR(&msg);
+            cmsg->cmsg_level = SOL_SOCKET;
+            cmsg->cmsg_type = SCM_RIGHTS;
+            cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+            memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+        }
+        n = sendmsg(c->fd, &msg, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        g_assert_cmpint(n, >, 0);
+        done += n;
+    }
+}
+
+/* Connect to @chardev's monitor and negotiate, with OOB if @oob */
+static void client_open(Client *c, Fixture *f, const char *chardev, bool oob)
+{
+    QDict *msg;
+
+    client_init(c, connect_client(f, chardev));
+    msg = client_next(c, "the QMP greeting");
+    g_assert(qdict_haskey(msg, "QMP"));
+    qobject_unref(msg);
+    client_send(c, oob ? "{'execute': 'qmp_capabilities', 'arguments':"
+                " {'enable': ['oob']}}" : "{'execute': 'qmp_capabilities'}",
+                NULL, 0);
+    assert_ok(client_next(c, "the reply to qmp_capabilities"));
+}
+
+/* Assert @msg is the reply with id @id, a success if @ok */
+static void assert_reply(QDict *msg, const char *id, bool ok)
+{
+    g_assert(msg);
+    g_assert_cmpstr(qdict_get_try_str(msg, "id"), ==, id);
+    g_assert_cmpint(qdict_haskey(msg, "return"), ==, ok);
+    g_assert_cmpint(qdict_haskey(msg, "error"), ==, !ok);
+    qobject_unref(msg);
+}
+
+static void expect_reply(Client *c, const char *id, bool ok)
+{
+    g_autofree char *what = g_strdup_printf("the reply to '%s'", id);
+
+    assert_reply(client_next(c, what), id, ok);
+}
+
+static void expect_error(Client *c, const char *id, const char *desc)
+{
+    g_autofree char *what = g_strdup_printf("the reply to '%s'", id);
+    QDict *msg = client_next(c, what);
+
+    g_assert(msg);
+    g_assert_cmpstr(qdict_get_try_str(msg, "id"), ==, id);
+    assert_error(msg, desc);
+}
+
+/* Append @n query-name requests with ids @prefix<first> on */
+static void add_queries(GString *batch, const char *prefix, int first, int n)
+{
+    int i;
+
+    for (i = first; i < first + n; i++) {
+        g_string_append_printf(batch, "{\"execute\": \"query-name\","
+                               " \"id\": \"%s%d\"}", prefix, i);
+    }
+}
+
+static void expect_queries(Client *c, const char *prefix, int first, int n)
+{
+    int i;
+
+    for (i = first; i < first + n; i++) {
+        g_autofree char *id = g_strdup_printf("%s%d", prefix, i);
+
+        expect_reply(c, id, true);
+    }
+}
+
+/* Nothing more comes: the next reply is the one to a new request */
+static void expect_nothing_more(Client *c)
+{
+    client_send(c, "{'execute': 'query-name', 'id': 'last'}", NULL, 0);
+    expect_reply(c, "last", true);
+}
+
+#define BATCH_ARGS \
+    "-chardev socket,id=cli,path=%s/cli.sock,server=on,wait=off " \
+    "-mon chardev=cli,mode=control,id=climon"
+
+/* QEMU with a command-line monitor on "cli" and a dynamic one on "dyn" */
+static void start_batch(Fixture *f)
+{
+    start(f, BATCH_ARGS);
+    add_socket_chardev(f, "dyn");
+    assert_ok(monitor_add(f, "dynmon", "dyn"));
+}
+
+static const char *const batch_chardevs[] = { "cli", "dyn" };
+
+static void test_batches(void)
+{
+    static const int sizes[] = { 1, 8, 9, 100, 10000 };
+    Fixture f;
+    size_t m, i;
+    int oob;
+
+    start_batch(&f);
+    for (m = 0; m < ARRAY_SIZE(batch_chardevs); m++) {
+        for (oob = 0; oob < 2; oob++) {
+            for (i = 0; i < ARRAY_SIZE(sizes); i++) {
+                g_autoptr(GString) batch = g_string_new(NULL);
+                Client c;
+
+                client_open(&c, &f, batch_chardevs[m], oob);
+                add_queries(batch, "r", 0, sizes[i]);
+                client_send(&c, batch->str, NULL, 0);
+                expect_queries(&c, "r", 0, sizes[i]);
+                expect_nothing_more(&c);
+                client_close(&c);
+            }
+        }
+    }
+    stop(&f);
+}
+
+/*
+ * A request that blocks the main loop (and so the dispatcher) until
+ * unblock() opens @fifo for writing: blkdebug reads its config from it.
+ */
+static void add_blocking_request(GString *batch, const char *fifo,
+                                 const char *id)
+{
+    g_string_append_printf(batch, "{\"execute\": \"blockdev-add\","
+                           " \"id\": \"%s\", \"arguments\": {"
+                           " \"driver\": \"blkdebug\", \"node-name\": \"%s\","
+                           " \"config\": \"%s\", \"image\": {"
+                           " \"driver\": \"null-co\"}}}", id, id, fifo);
+}
+
+static char *make_fifo(Fixture *f, const char *name)
+{
+    char *path = g_strdup_printf("%s/%s.fifo", f->dir, name);
+
+    g_assert_cmpint(mkfifo(path, 0600), ==, 0);
+    return path;
+}
+
+/* Let the blocked request go on: QEMU opens @fifo to read, we write */
+static void unblock(const char *fifo)
+{
+    gint64 deadline = g_get_monotonic_time() +
+        CLIENT_TIMEOUT_S * G_TIME_SPAN_SECOND;
+    int fd;
+
+    /* Without a reader yet, a non-blocking open fails with ENXIO */
+    while ((fd = open(fifo, O_WRONLY | O_NONBLOCK)) < 0) {
+        g_assert_cmpint(errno, ==, ENXIO);
+        g_assert(g_get_monotonic_time() < deadline);
+        g_usleep(1000);
+    }
+    close(fd);
+}
+
+/*
+ * With OOB on, an exec-oob behind in-band requests that wait for a
+ * blocked dispatcher runs at once, from the same write.
+ */
+static void test_batch_oob_overtakes(void)
+{
+    Fixture f;
+    size_t m;
+
+    start_batch(&f);
+    for (m = 0; m < ARRAY_SIZE(batch_chardevs); m++) {
+        g_autofree char *fifo = make_fifo(&f, batch_chardevs[m]);
+        g_autoptr(GString) batch = g_string_new(NULL);
+        Client c;
+
+        client_open(&c, &f, batch_chardevs[m], true);
+        add_blocking_request(batch, fifo, batch_chardevs[m]);
+        add_queries(batch, "q", 0, 5);
+        g_string_append(batch, "{\"exec-oob\": \"migrate-pause\","
+                        " \"id\": \"oob\"}");
+        add_queries(batch, "q", 5, 1);
+        client_send(&c, batch->str, NULL, 0);
+        /* migrate-pause fails: no migration to pause */
+        expect_reply(&c, "oob", false);
+        unblock(fifo);
+        expect_reply(&c, batch_chardevs[m], true);
+        expect_queries(&c, "q", 0, 6);
+        expect_nothing_more(&c);
+        client_close(&c);
+    }
+    stop(&f);
+}
+
+/*
+ * Behind a blocked dispatcher, more requests than the queue holds: the
+ * monitor stops parsing when the queue is full (OOB on) or holds one
+ * request (OOB off), and goes on when the dispatcher takes them.
+ */
+static void test_batch_full_queue(void)
+{
+    Fixture f;
+    size_t m;
+    int oob;
+
+    start_batch(&f);
+    for (m = 0; m < ARRAY_SIZE(batch_chardevs); m++) {
+        for (oob = 0; oob < 2; oob++) {
+            g_autofree char *name = g_strdup_printf("%s%d",
+                                                    batch_chardevs[m], oob);
+            g_autofree char *fifo = make_fifo(&f, name);
+            g_autoptr(GString) batch = g_string_new(NULL);
+            Client c;
+
+            client_open(&c, &f, batch_chardevs[m], oob);
+            add_blocking_request(batch, fifo, name);
+            add_queries(batch, "q", 0, 30);
+            client_send(&c, batch->str, NULL, 0);
+            unblock(fifo);
+            expect_reply(&c, name, true);
+            expect_queries(&c, "q", 0, 30);
+            expect_nothing_more(&c);
+            client_close(&c);
+        }
+    }
+    stop(&f);
+}
+
+static int open_null(void)
+{
+    int fd = open("/dev/null", O_RDONLY);
+
+    g_assert(fd >= 0);
+    return fd;
+}
+
+/* closefd of @name succeeds if QEMU holds an fd of that name */
+static void expect_fd_held(Client *c, const char *name, bool held)
+{
+    g_autofree char *req = g_strdup_printf(
+        "{\"execute\": \"closefd\", \"arguments\": {\"fdname\": \"%s\"},"
+        " \"id\": \"close-%s\"}", name, name);
+    g_autofree char *id = g_strdup_printf("close-%s", name);
+    g_autofree char *desc = g_strdup_printf(
+        "File descriptor named '%s' not found", name);
+
+    client_send(c, req, NULL, 0);
+    if (held) {
+        expect_reply(c, id, true);
+    } else {
+        expect_error(c, id, desc);
+    }
+}
+
+static void add_getfd(GString *batch, const char *name)
+{
+    g_string_append_printf(batch, "{\"execute\": \"getfd\", \"arguments\":"
+                           " {\"fdname\": \"%s\"}, \"id\": \"%s\"}",
+                           name, name);
+}
+
+/*
+ * File descriptors sent with SCM_RIGHTS reach the command they were
+ * sent with: getfd and add-fd in the middle of a batch; two getfd in
+ * one write with two fds, where the first takes one and the other is
+ * closed, as before; getfd in its own write behind a full queue, and
+ * in the same write as the requests that fill the queue.
+ */
+static void test_batch_fds(void)
+{
+    Fixture f;
+    size_t m;
+    int oob;
+
+    start_batch(&f);
+    for (m = 0; m < ARRAY_SIZE(batch_chardevs); m++) {
+        for (oob = 0; oob < 2; oob++) {
+            g_autofree char *name = g_strdup_printf("%s%d",
+                                                    batch_chardevs[m], oob);
+            g_autofree char *fifo1 = g_strdup_printf("%s-1", name);
+            g_autofree char *fifo2 = g_strdup_printf("%s-2", name);
+            g_autofree char *path1 = make_fifo(&f, fifo1);
+            g_autofree char *path2 = make_fifo(&f, fifo2);
+            int fds[2] = { open_null(), open_null() };
+            g_autoptr(GString) batch = g_string_new(NULL);
+            QDict *msg;
+            Client c;
+
+            client_open(&c, &f, batch_chardevs[m], oob);
+
+            /* getfd and add-fd in a batch */
+            add_queries(batch, "a", 0, 3);
+            add_getfd(batch, "in-batch");
+            add_queries(batch, "a", 3, 3);
+            client_send(&c, batch->str, fds, 1);
+            expect_queries(&c, "a", 0, 3);
+            expect_reply(&c, "in-batch", true);
+            expect_queries(&c, "a", 3, 3);
+            expect_fd_held(&c, "in-batch", true);
+
+            g_string_truncate(batch, 0);
+            add_queries(batch, "b", 0, 3);
+            g_string_append(batch, "{\"execute\": \"add-fd\", \"arguments\":"
+                            " {\"fdset-id\": 7}, \"id\": \"add-fd\"}");
+            add_queries(batch, "b", 3, 3);
+            client_send(&c, batch->str, fds, 1);
+            expect_queries(&c, "b", 0, 3);
+            msg = client_next(&c, "the reply to add-fd");
+            g_assert_cmpint(qdict_get_int(qdict_get_qdict(msg, "return"),
+                                          "fdset-id"), ==, 7);
+            assert_reply(msg, "add-fd", true);
+            expect_queries(&c, "b", 3, 3);
+            client_send(&c, "{'execute': 'remove-fd', 'arguments':"
+                        " {'fdset-id': 7}, 'id': 'remove-fd'}", NULL, 0);
+            expect_reply(&c, "remove-fd", true);
+
+            /* Two getfd and two fds in one write */
+            g_string_truncate(batch, 0);
+            add_getfd(batch, "first");
+            add_getfd(batch, "second");
+            client_send(&c, batch->str, fds, 2);
+            expect_reply(&c, "first", true);
+            expect_error(&c, "second",
+                         "No file descriptor supplied via SCM_RIGHTS");
+            expect_fd_held(&c, "first", true);
+            expect_fd_held(&c, "second", false);
+
+            /* getfd in its own write, behind a full queue */
+            g_string_truncate(batch, 0);
+            add_blocking_request(batch, path1, fifo1);
+            add_queries(batch, "c", 0, 12);
+            client_send(&c, batch->str, NULL, 0);
+            g_string_truncate(batch, 0);
+            add_getfd(batch, "behind");
+            client_send(&c, batch->str, fds, 1);
+            unblock(path1);
+            expect_reply(&c, fifo1, true);
+            expect_queries(&c, "c", 0, 12);
+            expect_reply(&c, "behind", true);
+            expect_fd_held(&c, "behind", true);
+
+            /* getfd in the write whose requests fill the queue */
+            g_string_truncate(batch, 0);
+            add_blocking_request(batch, path2, fifo2);
+            add_queries(batch, "d", 0, 12);
+            add_getfd(batch, "same-write");
+            add_queries(batch, "d", 12, 2);
+            client_send(&c, batch->str, fds, 1);
+            unblock(path2);
+            expect_reply(&c, fifo2, true);
+            expect_queries(&c, "d", 0, 12);
+            expect_reply(&c, "same-write", true);
+            expect_queries(&c, "d", 12, 2);
+            expect_fd_held(&c, "same-write", true);
+
+            expect_nothing_more(&c);
+            client_close(&c);
+            close(fds[0]);
+            close(fds[1]);
+        }
+    }
+    stop(&f);
+}
+
+/*
+ * A monitor that removes itself in the middle of a batch answers what
+ * came before and the removal, and nothing after: the rest of the
+ * batch, parsed or not, is dropped with the monitor.
+ */
+static void test_batch_self_removal(void)
+{
+    Fixture f;
+    int oob;
+
+    start(&f, NULL);
+    add_socket_chardev(&f, "c1");
+    for (oob = 0; oob < 2; oob++) {
+        g_autoptr(GString) batch = g_string_new(NULL);
+        Client c;
+
+        assert_ok(monitor_add(&f, "m1", "c1"));
+        client_open(&c, &f, "c1", oob);
+        add_queries(batch, "q", 0, 20);
+        g_string_append(batch, "{\"execute\": \"monitor-remove\","
+                        " \"arguments\": {\"id\": \"m1\"}, \"id\": \"rm\"}");
+        add_queries(batch, "q", 20, 1000);
+        client_send(&c, batch->str, NULL, 0);
+        expect_queries(&c, "q", 0, 20);
+        expect_reply(&c, "rm", true);
+        g_assert_null(client_next(&c, "the end of the connection"));
+        client_close(&c);
+        {
+            g_autofree char *list = list_monitors(&f);
+            g_assert_cmpstr(list, ==, LIBQTEST_MON);
+        }
+    }
+    stop(&f);
+}
+
+/*
+ * Removal by the manager, and a one-shot monitor whose client leaves,
+ * while a big batch is being read: the client gets replies in order
+ * and then the end of the connection.
+ */
+static void test_batch_removed(void)
+{
+    Fixture f;
+    int oob;
+
+    start(&f, NULL);
+    add_socket_chardev(&f, "c1");
+    for (oob = 0; oob < 2; oob++) {
+        g_autoptr(GString) batch = g_string_new(NULL);
+        QDict *msg;
+        Client c;
+        int i = 0;
+
+        assert_ok(monitor_add(&f, "m1", "c1"));
+        client_open(&c, &f, "c1", oob);
+        add_queries(batch, "q", 0, 10000);
+        client_send(&c, batch->str, NULL, 0);
+        assert_ok(monitor_remove(&f, "m1"));
+        while ((msg = client_next(&c, "a reply or the end"))) {
+            g_autofree char *id = g_strdup_printf("q%d", i++);
+
+            assert_reply(msg, id, true);
+        }
+        client_close(&c);
+    }
+
+    for (oob = 0; oob < 2; oob++) {
+        g_autoptr(GString) batch = g_string_new(NULL);
+        gint64 deadline;
+        Client c;
+
+        add_socket_chardev(&f, "c2");
+        assert_ok(qtest_qmp(f.qts, "{'execute': 'monitor-add', 'arguments':"
+                            " {'id': 'm2', 'chardev': 'c2',"
+                            " 'close-action': 'delete'}}"));
+        client_open(&c, &f, "c2", oob);
+        add_queries(batch, "q", 0, 10000);
+        client_send(&c, batch->str, NULL, 0);
+        client_close(&c);
+        deadline = g_get_monotonic_time() +
+            CLIENT_TIMEOUT_S * G_TIME_SPAN_SECOND;
+        while (has_chardev(&f, "c2")) {
+            g_assert(g_get_monotonic_time() < deadline);
+            g_usleep(10 * 1000);
+        }
+    }
+    {
+        g_autofree char *list = list_monitors(&f);
+        g_assert_cmpstr(list, ==, LIBQTEST_MON);
+    }
+    stop(&f);
+}
+
+/*
+ * A client that leaves right after a batch of exec-oob: the replies
+ * that QEMU writes while parsing the batch fail, which disconnects the
+ * client in the middle of the parse.  The monitor drops the rest and
+ * takes the next client.
+ */
+static void test_batch_client_vanishes(void)
+{
+    Fixture f;
+    size_t m;
+    int i;
+
+    start_batch(&f);
+    for (m = 0; m < ARRAY_SIZE(batch_chardevs); m++) {
+        for (i = 0; i < 5; i++) {
+            g_autoptr(GString) batch = g_string_new(NULL);
+            Client c;
+            int k;
+
+            client_open(&c, &f, batch_chardevs[m], true);
+            for (k = 0; k < 2000; k++) {
+                g_string_append(batch, "{\"exec-oob\": \"query-yank\"}");
+            }
+            client_send(&c, batch->str, NULL, 0);
+            client_close(&c);
+        }
+        {
+            Client c;
+
+            client_open(&c, &f, batch_chardevs[m], true);
+            expect_nothing_more(&c);
+            client_close(&c);
+        }
+    }
+    stop(&f);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -472,6 +1055,17 @@ int main(int argc, char **argv)
                    test_remove_cli_monitors);
     qtest_add_func("qmp/monitor-hotplug/close-action",
                    test_close_action_delete);
+    qtest_add_func("qmp/monitor-hotplug/batch/sizes", test_batches);
+    qtest_add_func("qmp/monitor-hotplug/batch/oob-overtakes",
+                   test_batch_oob_overtakes);
+    qtest_add_func("qmp/monitor-hotplug/batch/full-queue",
+                   test_batch_full_queue);
+    qtest_add_func("qmp/monitor-hotplug/batch/fds", test_batch_fds);
+    qtest_add_func("qmp/monitor-hotplug/batch/self-removal",
+                   test_batch_self_removal);
+    qtest_add_func("qmp/monitor-hotplug/batch/removed", test_batch_removed);
+    qtest_add_func("qmp/monitor-hotplug/batch/client-vanishes",
+                   test_batch_client_vanishes);
 
     return g_test_run();
 }
