@@ -28,6 +28,8 @@ STAMPS := $(VB)/stamps$(if $(QEMU_SRC),/custom$(subst /,_,$(SRC)))
 PATCHES := $(if $(BASELINE),,$(sort $(wildcard $(CURDIR)/qemu-patches/0*.patch)))
 BINARIES := qemu-system-x86_64 storage-daemon/qemu-storage-daemon
 QTESTS   := qmp-test qmp-cmd-test $(if $(BASELINE),,monitor-hotplug-test)
+# Source packages fetched before, by another checkout (build/downloads-*)
+DOWNLOADS_ELSEWHERE := $(wildcard $(B)/downloads-*)
 SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
 DEB_PACKAGES := ninja-build libglib2.0-dev libpixman-1-dev flex bison \
@@ -78,7 +80,7 @@ $(B)/stamps/deps:
 ifeq ($(QEMU_SRC),)
 $(STAMPS)/fetched: $(B)/stamps/deps
 	$(call stage,fetch qemu $(QEMU_VERSION),\
-	  $(CURDIR)/meson-glue/fetch-qemu.sh '$(QEMU_VERSION)' $(SRC) $(B)/downloads && \
+	  $(CURDIR)/meson-glue/fetch-qemu.sh '$(QEMU_VERSION)' $(SRC) $(B)/downloads $(DOWNLOADS_ELSEWHERE) && \
 	  rm -rf $(STAMPS)/patched $(STAMPS)/applied && mkdir -p $(STAMPS) && \
 	  echo '$(QEMU_VERSION)' > $@)
 else
