@@ -27,7 +27,7 @@ BIN   := $(OUT)/bin
 STAMPS := $(VB)/stamps$(if $(QEMU_SRC),/custom$(subst /,_,$(SRC)))
 PATCHES := $(if $(BASELINE),,$(sort $(wildcard $(CURDIR)/qemu-patches/0*.patch)))
 BINARIES := qemu-system-x86_64 storage-daemon/qemu-storage-daemon
-QTESTS   := qmp-test qmp-cmd-test $(if $(BASELINE),,monitor-hotplug-test)
+QTESTS   := qmp-test qmp-cmd-test qom-test $(if $(BASELINE),,monitor-hotplug-test)
 # Source packages fetched before, by another checkout (build/downloads-*)
 DOWNLOADS_ELSEWHERE := $(wildcard $(B)/downloads-*)
 SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)

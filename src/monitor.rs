@@ -53,7 +53,8 @@ impl Monitor {
         unsafe { (*self.as_ptr()).dynamic }
     }
 
-    /// Is this the monitor of the command being executed?
+    /// Is this the monitor of the command being executed?  Takes
+    /// `monitor_lock`: not for a caller that holds a `MonitorList`.
     pub fn is_current(&self) -> bool {
         // SAFETY: monitor_cur only reads the current coroutine's monitor.
         unsafe { sys::monitor_cur() == self.as_ptr() }

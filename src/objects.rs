@@ -80,17 +80,12 @@ impl<'a> MonitorObject<'a> {
 
     /// Its name in /objects, which is its monitor's id.
     fn id(self) -> Option<CString> {
-        // SAFETY: returns a g_malloc'd copy, or NULL for an object
-        // without parent; we copy it and free it.
-        unsafe {
-            let id = sys::object_get_canonical_path_component(self.as_ptr().cast());
-            if id.is_null() {
-                return None;
-            }
-            let owned = CStr::from_ptr(id).to_owned();
-            glib_sys::g_free(id.cast());
-            Some(owned)
-        }
+        // SAFETY: returns the name of the object's property in its
+        // parent, which QOM owns, or NULL for an object without parent.
+        let id = unsafe { sys::object_get_canonical_path_component(self.as_ptr().cast()) };
+        // SAFETY: a C string that lives while the object has its parent,
+        // which it keeps during this call; we copy it.
+        (!id.is_null()).then(|| unsafe { CStr::from_ptr(id) }.to_owned())
     }
 
     fn chardev(self) -> Option<&'a CStr> {
@@ -141,10 +136,13 @@ impl<'a> MonitorObject<'a> {
         if !self.is_qmp() {
             return Err(MonitorError::HmpNotDeletable.into());
         }
+        // SAFETY: monitor_cur only reads the current coroutine's monitor.
+        // It takes monitor_lock, hence before MonitorList::lock().
+        let running = unsafe { sys::monitor_cur() };
         let current = self.serial().is_some_and(|serial| {
             MonitorList::lock()
                 .find_serial(serial)
-                .is_some_and(Monitor::is_current)
+                .is_some_and(|m| m.as_ptr() == running)
         });
         if current {
             return Err(MonitorError::CurrentNotDeletable.into());

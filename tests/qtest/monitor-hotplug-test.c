@@ -463,15 +463,21 @@ static void test_close_action_delete(void)
     stop(&f);
 }
 
+static int compare_strings(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /*
- * The monitor objects in /objects, as "id:type" entries joined by ' '
- * in qom-list's order (type is monitor-qmp or monitor-hmp).
+ * The monitor objects in /objects, as "id:type" entries sorted and
+ * joined by ' ' (qom-list's order is a hash table's), where type is
+ * monitor-qmp or monitor-hmp.
  */
 static char *list_monitor_objects(Fixture *f)
 {
     QDict *rsp = qtest_qmp(f->qts, "{'execute': 'qom-list',"
                            " 'arguments': {'path': '/objects'}}");
-    GString *s = g_string_new(NULL);
+    g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func(g_free);
     const QListEntry *e;
 
     for (e = qlist_first(qdict_get_qlist(rsp, "return")); e;
@@ -480,13 +486,15 @@ static char *list_monitor_objects(Fixture *f)
         const char *type = qdict_get_str(p, "type");
 
         if (g_str_has_prefix(type, "child<monitor-")) {
-            g_string_append_printf(s, "%s%s:%.*s", s->len ? " " : "",
-                                   qdict_get_str(p, "name"),
-                                   (int)strlen(type) - 7, type + 6);
+            g_ptr_array_add(found, g_strdup_printf("%s:%.*s",
+                            qdict_get_str(p, "name"),
+                            (int)strlen(type) - 7, type + 6));
         }
     }
     qobject_unref(rsp);
-    return g_string_free(s, false);
+    g_ptr_array_sort(found, compare_strings);
+    g_ptr_array_add(found, NULL);
+    return g_strjoinv(" ", (char **)found->pdata);
 }
 
 static void assert_monitors(Fixture *f, const char *monitors,
@@ -631,7 +639,7 @@ static void test_qom_remove_hmp(void)
                  "can be removed");
     assert_monitors(&f, "hmp-mon:readline:hmp-chr:cli " LIBQTEST_MON
                     " hmp-mon2:readline:hmp-chr2:dyn",
-                    "hmp-mon:monitor-hmp hmp-mon2:monitor-hmp");
+                    "hmp-mon2:monitor-hmp hmp-mon:monitor-hmp");
     stop(&f);
 }
 
@@ -645,7 +653,8 @@ static void test_qom_one_namespace(void)
 {
     Fixture f;
 
-    start(&f, "-chardev null,id=mon-chr -mon chardev=mon-chr,id=cli-mon");
+    start(&f, "-chardev null,id=mon-chr"
+              " -mon chardev=mon-chr,mode=control,id=cli-mon");
     add_null_chardev(&f, "c1");
     add_null_chardev(&f, "c2");
     assert_ok(monitor_add(&f, "m1", "c1"));
