@@ -27,7 +27,8 @@ use crate::{
 };
 
 /// A monitor object, borrowed for `'a`: the length of a QOM callback,
-/// or of a main loop turn that found it in /objects.
+/// or, for one found in /objects, until this thread deletes it (only
+/// the main loop thread deletes objects).
 #[derive(Clone, Copy)]
 pub struct MonitorObject<'a>(
     NonNull<sys::MonitorObject>,
@@ -36,7 +37,8 @@ pub struct MonitorObject<'a>(
 
 impl<'a> MonitorObject<'a> {
     /// # Safety
-    /// `uc` is a live monitor object (a UserCreatable is its Object).
+    /// `uc` is a monitor object that lives for `'a` (a UserCreatable is
+    /// its Object).
     pub unsafe fn from_uc(uc: *mut sys::UserCreatable) -> Self {
         // SAFETY: per the contract.
         unsafe { Self::from_obj(uc.cast()) }
@@ -61,8 +63,8 @@ impl<'a> MonitorObject<'a> {
             }
             sys::object_dynamic_cast(found, sys::TYPE_MONITOR_OBJECT.as_ptr().cast())
         };
-        // SAFETY: a monitor object in /objects stays until the main loop
-        // runs again ('a).
+        // SAFETY: a monitor object in /objects stays until this thread
+        // deletes it, after its last use of the value (delete_object_of).
         (!obj.is_null()).then(|| unsafe { Self::from_obj(obj.cast()) })
     }
 
