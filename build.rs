@@ -91,8 +91,13 @@ fn shell_split(cmd: &str) -> Vec<String> {
 
 /// Types Rust only passes by pointer (or, for QemuMutex, embeds without
 /// looking inside): bindgen keeps their size and alignment, not fields.
-const OPAQUE: &str =
-    "Chardev|MonitorQMP|QEMUBH|IOThread|AioContext|Coroutine|Error|QemuMutex|QIOChannel";
+const OPAQUE: &str = "Chardev|MonitorQMP|QEMUBH|IOThread|AioContext|Coroutine|Error|QemuMutex\
+                      |QIOChannel|Object|UserCreatable";
+
+/// The header of the monitor-qmp and monitor-hmp objects, which the
+/// series adds after the commands: a tree without it (a prefix of the
+/// series) builds the crate without the objects' hooks.
+const OBJECTS_HEADER: &str = "include/monitor/monitor-object.h";
 
 fn main() {
     let src = required_dir("QEMU_SRC_DIR");
@@ -106,6 +111,12 @@ fn main() {
     ));
 
     println!("cargo:rerun-if-changed=src/wrapper.h");
+    let objects_header = src.join(OBJECTS_HEADER);
+    println!("cargo:rerun-if-changed={}", objects_header.display());
+    println!("cargo::rustc-check-cfg=cfg(qemu_monitor_objects)");
+    if objects_header.exists() {
+        println!("cargo:rustc-cfg=qemu_monitor_objects");
+    }
     println!("cargo:rerun-if-changed=src/shim.c");
 
     let mut shim = cc::Build::new();
@@ -132,7 +143,8 @@ fn main() {
         .allowlist_type(
             "CharFrontend|Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction",
         )
-        .allowlist_type("qmh_.*_fn")
+        .allowlist_type("qmh_.*_fn|MonitorObject")
+        .allowlist_var("TYPE_MONITOR_(OBJECT|QMP|HMP)")
         .allowlist_var("mon_iothread|qmp_dispatcher_mon")
         .allowlist_function(
             "qmh_.*|qapi_free_MonitorInfoList|error_free|error_propagate|error_setg_internal",
@@ -146,6 +158,11 @@ fn main() {
              |iothread_get_aio_context|iothread_get_g_main_context\
              |aio_wait_bh_oneshot|id_wellformed\
              |qmp_chardev_remove|warn_report_err|bql_locked|qemu_in_coroutine",
+        )
+        .allowlist_function(
+            "monitor_init_hmp|user_creatable_del|object_get_objects_root\
+             |object_resolve_path_component|object_dynamic_cast\
+             |object_get_canonical_path_component",
         )
         .allowlist_type(OPAQUE)
         .opaque_type(OPAQUE)

@@ -1,13 +1,30 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-or-later
-# fetch-qemu.sh VERSION DEST DOWNLOADS
+# fetch-qemu.sh VERSION DEST DOWNLOADS [MORE_DOWNLOADS...]
 # Unpacks Debian's qemu source package VERSION (Debian patches applied)
-# into DEST.  Adds deb-src entries for sid and trixie, with the archive
-# URI taken from this machine's own apt sources, if apt does not know
-# the version yet.
+# into DEST.  A .dsc already in DOWNLOADS or in one of MORE_DOWNLOADS
+# (another checkout's downloads, say) is used as it is; otherwise it is
+# downloaded into DOWNLOADS, after adding deb-src entries for sid and
+# trixie, with the archive URI taken from this machine's own apt
+# sources, if apt does not know the version yet.
 set -eu
 version=$1 dest=$2 dl=$3
+shift 3
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+
+unpack() {
+    rm -rf "$dest"
+    mkdir -p "$(dirname "$dest")"
+    dpkg-source --no-check -x "$1" "$dest" >/dev/null
+    echo "fetch-qemu: qemu $version in $dest (from $(dirname "$1"))"
+}
+
+for d in "$dl" "$@"; do
+    if [ -f "$d/qemu_${version#*:}.dsc" ]; then
+        unpack "$d/qemu_${version#*:}.dsc"
+        exit 0
+    fi
+done
 
 known() { apt-cache showsrc qemu 2>/dev/null | grep -qx "Version: $version"; }
 
@@ -32,8 +49,4 @@ fi
 
 mkdir -p "$dl"
 (cd "$dl" && apt-get source --download-only -qq "qemu=$version" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
-dsc=$(ls "$dl"/qemu_"${version#*:}".dsc)
-rm -rf "$dest"
-mkdir -p "$(dirname "$dest")"
-dpkg-source --no-check -x "$dsc" "$dest" >/dev/null
-echo "fetch-qemu: qemu $version in $dest"
+unpack "$(ls "$dl"/qemu_"${version#*:}".dsc)"

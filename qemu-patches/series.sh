@@ -11,7 +11,7 @@ src=$work/src
 git_() { git -C "$src" -c user.name=qemu-monitor-hotplug -c user.email=qmh@localhost "$@"; }
 
 if [ ! -f "$work/stamp" ] || [ -n "$(find "$top/qemu-patches" "$top/tests/qtest" -newer "$work/stamp")" ]; then
-    "$top/meson-glue/fetch-qemu.sh" "$version" "$src" "$work/downloads" >&2
+    "$top/meson-glue/fetch-qemu.sh" "$version" "$src" "$work/downloads" "$top"/build/downloads* >&2
     git_ init -q
     echo "monitor/hotplug" >> "$src/.git/info/exclude"
     git_ add -A >/dev/null && git_ commit -q -m "QEMU $version"

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! The functions QEMU's C code calls: the QMP command handlers that
-//! QAPI's generated marshallers call, and the hooks of the dispatcher,
-//! of a monitor's CHR_EVENT_CLOSED handler and of monitor_cleanup().
+//! QAPI's generated marshallers call, the hooks of the dispatcher, of a
+//! monitor's CHR_EVENT_CLOSED handler and of monitor_cleanup(), and the
+//! complete, check_delete and unparent steps of the monitor objects.
 //! Each turns C arguments into Rust values, calls plain Rust, and
 //! writes the outcome back for C.
 //!
@@ -17,7 +18,11 @@ use std::{
 
 use foreign_types::ForeignType;
 
-use crate::{bindings as sys, monitors, qapi_error::QmpError, query, removed, threads::MainLoop};
+#[cfg(qemu_monitor_objects)]
+use crate::objects;
+use crate::{
+    bindings as sys, monitors::NewMonitor, qapi_error::QmpError, query, removed, threads::MainLoop,
+};
 
 // A schema change that alters a handler's C type breaks the build here
 // instead of crashing QEMU at run time.
@@ -27,6 +32,12 @@ const _: sys::qmh_qmp_query_monitors_fn = Some(qmp_query_monitors);
 const _: sys::qmh_release_removed_fn = Some(monitor_qmp_release_removed);
 const _: sys::qmh_closed_fn = Some(monitor_qmp_closed);
 const _: sys::qmh_cleanup_removed_fn = Some(monitor_qmp_cleanup_removed);
+#[cfg(qemu_monitor_objects)]
+const _: sys::qmh_object_complete_fn = Some(monitor_object_complete);
+#[cfg(qemu_monitor_objects)]
+const _: sys::qmh_object_check_delete_fn = Some(monitor_object_check_delete);
+#[cfg(qemu_monitor_objects)]
+const _: sys::qmh_object_unparent_fn = Some(monitor_object_unparent);
 
 /// # Safety
 /// Called by QAPI's marshaller: valid strings, `errp` NULL or valid.
@@ -47,10 +58,14 @@ pub unsafe extern "C" fn qmp_monitor_add(
     } else {
         sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_NONE
     };
-    // SAFETY: QMP handlers run there (see the module comment).
-    let res = unsafe {
-        MainLoop::enter(|ml| monitors::add(ml, id, chardev, has_pretty && pretty, close_action))
+    let new = NewMonitor {
+        id,
+        chardev,
+        pretty: has_pretty && pretty,
+        dynamic: true,
     };
+    // SAFETY: QMP handlers run there (see the module comment).
+    let res = unsafe { MainLoop::enter(|ml| new.add_qmp(ml, close_action)) };
     // SAFETY: errp comes from the marshaller.
     unsafe { QmpError::ok_or_propagate(res, errp, c"qmp_monitor_add") };
 }
@@ -108,6 +123,54 @@ pub unsafe extern "C" fn monitor_qmp_closed(mon: *mut sys::Monitor) {
 pub extern "C" fn monitor_qmp_cleanup_removed() {
     // SAFETY: monitor_cleanup() runs with the BQL, outside coroutines.
     unsafe { MainLoop::enter(removed::release_all_after_reply) };
+}
+
+/// complete() of a monitor-qmp or monitor-hmp object: -object at
+/// start-up, object-add at runtime (main loop thread, BQL, outside
+/// coroutine context: object-add is not a coroutine command).
+///
+/// # Safety
+/// `uc` is a monitor object being completed; `errp` NULL or valid.
+#[cfg(qemu_monitor_objects)]
+#[no_mangle]
+pub unsafe extern "C" fn monitor_object_complete(
+    uc: *mut sys::UserCreatable,
+    errp: *mut *mut sys::Error,
+) {
+    // SAFETY: only monitor objects have this hook; QOM calls it there.
+    let res = unsafe { MainLoop::enter(|ml| objects::MonitorObject::from_uc(uc).complete(ml)) };
+    // SAFETY: errp comes from QOM.
+    unsafe { QmpError::ok_or_propagate(res, errp, c"monitor_object_complete") };
+}
+
+/// check_delete() of a monitor object, from object-del (main loop
+/// thread, BQL).
+///
+/// # Safety
+/// `uc` is a monitor object in /objects; `errp` NULL or valid.
+#[cfg(qemu_monitor_objects)]
+#[no_mangle]
+pub unsafe extern "C" fn monitor_object_check_delete(
+    uc: *mut sys::UserCreatable,
+    errp: *mut *mut sys::Error,
+) -> bool {
+    // SAFETY: only monitor objects have this hook.
+    let res = unsafe { objects::MonitorObject::from_uc(uc) }.check_delete();
+    // SAFETY: errp comes from QOM.
+    unsafe { QmpError::ok_or_propagate(res, errp, c"monitor_object_check_delete") }.is_some()
+}
+
+/// unparent() of a monitor object: it leaves /objects (object-del,
+/// monitor-remove, close-action=delete, a failed complete(), exit), in
+/// the main loop thread with the BQL, outside coroutine context.
+///
+/// # Safety
+/// `obj` is a monitor object.
+#[cfg(qemu_monitor_objects)]
+#[no_mangle]
+pub unsafe extern "C" fn monitor_object_unparent(obj: *mut sys::Object) {
+    // SAFETY: only monitor objects have this hook; QOM calls it there.
+    unsafe { MainLoop::enter(|ml| objects::MonitorObject::from_obj(obj).unparent(ml)) };
 }
 
 /// The C string argument `p` of a QAPI command, which QAPI guarantees.

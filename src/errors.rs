@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! The errors of the three commands.  QMP reports each as a plain
-//! GenericError whose text is the `Display` output below, so the text is
-//! the interface: the tests assert it word for word.
+//! The errors of the three commands and of the monitor-qmp and
+//! monitor-hmp objects.  QMP reports each as a plain GenericError whose
+//! text is the `Display` output below, so the text is the interface:
+//! the tests assert it word for word.
 
 use std::fmt;
 
@@ -18,6 +19,15 @@ pub enum MonitorError {
     ChardevDefunct(String),
     NoSuchMonitor(String),
     NotQmp(String),
+    /// A monitor object without its id or chardev.
+    Missing(&'static str),
+    /// `pretty` on an HMP monitor object, refused as `-mon` refuses it.
+    PrettyHmp,
+    /// object-del of an HMP monitor, refused as QEMU 11.1 refuses it.
+    HmpNotDeletable,
+    /// object-del of the monitor that runs it, refused as QEMU 11.1
+    /// refuses it (monitor-remove allows it).
+    CurrentNotDeletable,
 }
 
 /// `s` as shown in a message: cut at a char boundary if too long.
@@ -58,6 +68,10 @@ impl fmt::Display for MonitorError {
                 "Monitor '{}' is an HMP monitor; only QMP monitors can be removed",
                 shown(id)
             ),
+            Self::Missing(what) => write!(f, "Parameter '{what}' is missing"),
+            Self::PrettyHmp => write!(f, "'pretty' is not compatible with HMP monitors"),
+            Self::HmpNotDeletable => write!(f, "Deleting HMP monitors is not supported"),
+            Self::CurrentNotDeletable => write!(f, "Cannot delete the current QMP monitor"),
         }
     }
 }

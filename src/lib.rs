@@ -10,10 +10,12 @@
 //! - `sync`, `threads`, `chardev`: a `QemuMutex` guard, running a closure in
 //!   another thread, chardev lookups;
 //! - `qapi_error`: errors on their way to `Error **`;
-//! - `monitors`: monitors on `mon_list`, and monitor-add;
+//! - `monitors`: monitors on `mon_list`, and making new ones;
 //! - `removed`: monitors taken off `mon_list`, and the removal steps;
 //! - `farewell`: closing a removed monitor's connection gracefully;
 //! - `query`: the list query-monitors returns;
+//! - `objects`: the monitor-qmp and monitor-hmp QOM objects (QEMU 11.1's
+//!   spelling), on trees that have them;
 //! - `commands`: the functions QEMU's C code calls.
 //!
 //! Everything C can reach returns errors instead of panicking; the
@@ -37,6 +39,8 @@ mod farewell;
 mod monitor;
 #[cfg(not(test))]
 mod monitors;
+#[cfg(all(not(test), qemu_monitor_objects))]
+mod objects;
 #[cfg(not(test))]
 mod opaque;
 #[cfg(not(test))]

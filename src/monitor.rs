@@ -44,10 +44,20 @@ impl Monitor {
         unsafe { (*self.as_ptr()).is_qmp }
     }
 
-    /// Made by monitor-add.
+    /// Made at runtime, by monitor-add or object-add.
     pub fn is_dynamic(&self) -> bool {
-        // SAFETY: set before the monitor was published; immutable.
+        // SAFETY: set before the monitor was published, or for an HMP
+        // monitor object just after, under monitor_lock
+        // (MonitorList::mark_dynamic), which the caller holds: the only
+        // caller is query-monitors, which walks mon_list under it.
         unsafe { (*self.as_ptr()).dynamic }
+    }
+
+    /// Is this the monitor of the command being executed?  Takes
+    /// `monitor_lock`: not for a caller that holds a `MonitorList`.
+    pub fn is_current(&self) -> bool {
+        // SAFETY: monitor_cur only reads the current coroutine's monitor.
+        unsafe { sys::monitor_cur() == self.as_ptr() }
     }
 
     /// Its place in creation order, unique for the life of QEMU.

@@ -45,14 +45,6 @@ impl From<MonitorError> for QmpError {
 }
 
 impl QmpError {
-    /// The `Error` a QEMU function returned, if this is one.
-    pub fn into_qemu(self) -> Option<QemuError> {
-        match self.kind {
-            Kind::Qemu(err) => Some(err),
-            Kind::Monitor(_) => None,
-        }
-    }
-
     /// Hands the outcome of a command to C: the value, or the error
     /// written to `errp` (which may be NULL, as QAPI allows).  `func`
     /// names the command's C function, for `error_abort`'s message.
@@ -102,6 +94,20 @@ impl QmpError {
                     )
                 };
             }
+        }
+    }
+}
+
+impl QmpError {
+    /// Reports the error as a warning, for work nobody waits for (a
+    /// one-shot session's clean-up): QEMU warns and goes on.
+    pub fn warn(self) {
+        let mut err: *mut sys::Error = ptr::null_mut();
+        // SAFETY: err is a fresh, NULL slot.
+        unsafe { self.propagate(&mut err, c"warn") };
+        if !err.is_null() {
+            // SAFETY: warn_report_err takes ownership of the error.
+            unsafe { sys::warn_report_err(err) };
         }
     }
 }

@@ -79,12 +79,6 @@ impl RemovedMonitor {
         unsafe { sys::qmp_dispatcher_mon == self.as_ptr() }
     }
 
-    /// Is this monitor running the command being executed?
-    fn is_current(&self) -> bool {
-        // SAFETY: monitor_cur only reads the current coroutine's monitor.
-        unsafe { sys::monitor_cur() == self.as_ptr() }
-    }
-
     /// Runs `f` in the thread that runs the chardev's handlers, so that
     /// it cannot race with them: the monitor I/O thread, or this one.
     fn in_home_context<R: Send>(&self, ml: MainLoop<'_>, f: impl FnOnce(&Self) -> R + Send) -> R {
@@ -265,24 +259,53 @@ fn remove_chardev(_: MainLoop<'_>, label: &CStr) {
         // SAFETY: main loop thread; label is a C string; errp a fresh slot.
         unsafe { sys::qmp_chardev_remove(label.as_ptr(), errp) }
     });
-    if let Some(err) = res.err().and_then(QmpError::into_qemu) {
-        use foreign_types::ForeignType;
-        // SAFETY: warn_report_err takes ownership of the error.
-        unsafe { sys::warn_report_err(err.into_ptr()) };
+    if let Err(err) = res {
+        err.warn();
     }
 }
 
-/// monitor-remove: the five steps of SPEC.md, in order.
-pub fn remove(ml: MainLoop<'_>, id: &CStr) -> Result<(), QmpError> {
-    let mon = MonitorList::lock().unlink_id(id)?; // step 1
+/// A monitor made with -object or object-add leaves /objects with the
+/// monitor, so that the two views never disagree.  Right after step 1:
+/// the object's own unparent step then finds nothing left to remove.
+fn delete_object(ml: MainLoop<'_>, mon: &Monitor) {
+    #[cfg(qemu_monitor_objects)]
+    crate::objects::delete_object_of(ml, mon);
+    #[cfg(not(qemu_monitor_objects))]
+    let _ = (ml, mon);
+}
+
+/// Steps 2 to 5 for a monitor that monitor-remove or an object's
+/// unparent step took off the list.
+fn finish_removal(ml: MainLoop<'_>, mon: RemovedMonitor) {
     let cause = if mon.is_current() {
         Cause::RemovedItself
     } else {
         Cause::RemovedByOther
     };
     let removal = Removal::plan(cause, mon.dispatcher_holds(), mon.deletes_on_close());
-    mon.finish(ml, removal); // steps 2-5
+    mon.finish(ml, removal);
+}
+
+/// monitor-remove: the five steps of SPEC.md, in order.
+pub fn remove(ml: MainLoop<'_>, id: &CStr) -> Result<(), QmpError> {
+    let mon = MonitorList::lock().unlink_id(id)?; // step 1
+    delete_object(ml, &mon);
+    finish_removal(ml, mon); // steps 2-5
     Ok(())
+}
+
+/// The unparent step of a monitor-qmp object: removes its monitor, the
+/// one with `serial`, if it is still there (object-del, or exit after
+/// monitor_cleanup(), when it is not).
+#[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
+pub fn remove_serial(ml: MainLoop<'_>, serial: u64) {
+    let list = MonitorList::lock();
+    let Some(found) = list.find_serial(serial).filter(|m| m.is_qmp()) else {
+        return;
+    };
+    let mon = list.unlink(found); // step 1
+    drop(list);
+    finish_removal(ml, mon); // steps 2-5
 }
 
 /// Runs `f(opaque)` in a bottom half of the main loop's iohandler
@@ -351,14 +374,19 @@ pub fn client_closed(mon: NonNull<sys::Monitor>) {
     unsafe extern "C" fn closed_bh(opaque: *mut c_void) {
         let serial = opaque_serial(opaque);
         let list = MonitorList::lock();
-        let Some(found) = list.iter().find(|m| m.serial() == serial) else {
+        let Some(found) = list.find_serial(serial) else {
             return;
         };
         let mon = list.unlink(found);
         drop(list);
         let removal = Removal::plan(Cause::ClientLeft, mon.dispatcher_holds(), true);
         // SAFETY: a bottom half of the main loop's iohandler context.
-        unsafe { MainLoop::enter(|ml| mon.finish(ml, removal)) };
+        unsafe {
+            MainLoop::enter(|ml| {
+                delete_object(ml, &mon);
+                mon.finish(ml, removal)
+            })
+        };
     }
     // SAFETY: the CHR_EVENT_CLOSED handler runs on a live monitor.
     let serial = unsafe { Monitor::from_raw(mon) }.serial();

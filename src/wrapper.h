@@ -39,6 +39,15 @@ typedef __typeof__(&monitor_qmp_release_removed) qmh_release_removed_fn;
 typedef __typeof__(&monitor_qmp_closed) qmh_closed_fn;
 typedef __typeof__(&monitor_qmp_cleanup_removed) qmh_cleanup_removed_fn;
 
+/* The monitor-qmp and monitor-hmp objects, once the series has them */
+#if __has_include("monitor/monitor-object.h")
+#include "monitor/monitor-object.h"
+#include "qom/object_interfaces.h"
+typedef __typeof__(&monitor_object_complete) qmh_object_complete_fn;
+typedef __typeof__(&monitor_object_check_delete) qmh_object_check_delete_fn;
+typedef __typeof__(&monitor_object_unparent) qmh_object_unparent_fn;
+#endif
+
 /* shim.c: macros and static inline functions, made callable */
 void qmh_monitor_lock(void);
 void qmh_monitor_unlock(void);

@@ -3,7 +3,10 @@
 //! manager QMP monitor, and the chardev-add arguments the tests use.
 
 use std::{
-    os::fd::{AsRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, OwnedFd, RawFd},
+        unix::process::CommandExt,
+    },
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::Duration,
@@ -39,11 +42,18 @@ pub fn temp_dir() -> PathBuf {
 
 impl Qemu {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_inheriting(extra, &[])
+    }
+
+    /// As [`Self::start`], with `inherit` open in QEMU under the same
+    /// numbers (for `-chardev socket,fd=N`).
+    pub fn start_inheriting(extra: &[&str], inherit: &[RawFd]) -> Self {
         Self::start_binary(
             "qemu-system-x86_64",
             &["-M", "none", "-accel", "qtest", "-display", "none"],
             "-qmp",
             extra,
+            inherit,
         )
     }
 
@@ -64,10 +74,16 @@ impl Qemu {
             "chardev=mgr".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn("qemu-storage-daemon", &args, dir, &sock)
+        Self::spawn("qemu-storage-daemon", &args, dir, &sock, &[])
     }
 
-    fn start_binary(bin: &str, base: &[&str], qmp_opt: &str, extra: &[&str]) -> Self {
+    fn start_binary(
+        bin: &str,
+        base: &[&str],
+        qmp_opt: &str,
+        extra: &[&str],
+        inherit: &[RawFd],
+    ) -> Self {
         let dir = temp_dir();
         let sock = dir.join("mgr.sock");
         let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
@@ -78,13 +94,28 @@ impl Qemu {
                 .iter()
                 .map(|s| s.replace("@DIR@", &dir.display().to_string())),
         );
-        Self::spawn(bin, &args, dir, &sock)
+        Self::spawn(bin, &args, dir, &sock, inherit)
     }
 
-    fn spawn(bin: &str, args: &[String], dir: PathBuf, sock: &Path) -> Self {
-        let mut child = Command::new(bin_dir().join(bin))
-            .args(args)
-            .stdin(Stdio::null())
+    fn spawn(bin: &str, args: &[String], dir: PathBuf, sock: &Path, inherit: &[RawFd]) -> Self {
+        let mut cmd = Command::new(bin_dir().join(bin));
+        cmd.args(args).stdin(Stdio::null());
+        let inherit = inherit.to_vec();
+        // SAFETY: the closure runs in the child between fork and exec,
+        // and only calls fcntl, which is async-signal-safe.  Clearing
+        // FD_CLOEXEC there, not in the parent, keeps the fds out of
+        // the QEMUs that other test threads start meanwhile.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &inherit {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            })
+        };
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         // A QEMU that never answers is killed, not left behind.

@@ -1,6 +1,10 @@
 /*
  * QTest for runtime QMP monitors: monitor-add, monitor-remove and
- * query-monitors.
+ * query-monitors, and QEMU 11.1's spelling of the same monitors, the
+ * monitor-qmp and monitor-hmp objects (-object, object-add, object-del).
+ * The "qom" cases port QEMU 11.1's own qmp-test cases and hold their
+ * outcomes to exact messages and to both views of the monitors,
+ * query-monitors and /objects.
  *
  * Each test starts QEMU with libqtest's own QMP monitor (an anonymous
  * "-mon", so its id is generated) and drives the commands through it,
@@ -671,6 +675,186 @@ static void test_batches(void)
     stop(&f);
 }
 
+static int compare_strings(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * The monitor objects in /objects, as "id:type" entries sorted and
+ * joined by ' ' (qom-list's order is a hash table's), where type is
+ * monitor-qmp or monitor-hmp.
+ */
+static char *list_monitor_objects(Fixture *f)
+{
+    QDict *rsp = qtest_qmp(f->qts, "{'execute': 'qom-list',"
+                           " 'arguments': {'path': '/objects'}}");
+    g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func(g_free);
+    const QListEntry *e;
+
+    for (e = qlist_first(qdict_get_qlist(rsp, "return")); e;
+         e = qlist_next(e)) {
+        QDict *p = qobject_to(QDict, qlist_entry_obj(e));
+        const char *type = qdict_get_str(p, "type");
+
+        if (g_str_has_prefix(type, "child<monitor-")) {
+            g_ptr_array_add(found, g_strdup_printf("%s:%.*s",
+                            qdict_get_str(p, "name"),
+                            (int)strlen(type) - 7, type + 6));
+        }
+    }
+    qobject_unref(rsp);
+    g_ptr_array_sort(found, compare_strings);
+    g_ptr_array_add(found, NULL);
+    return g_strjoinv(" ", (char **)found->pdata);
+}
+
+static void assert_monitors(Fixture *f, const char *monitors,
+                            const char *objects)
+{
+    g_autofree char *list = list_monitors(f);
+    g_autofree char *objs = list_monitor_objects(f);
+
+    g_assert_cmpstr(list, ==, monitors);
+    g_assert_cmpstr(objs, ==, objects);
+}
+
+static void add_null_chardev(Fixture *f, const char *id)
+{
+    qtest_qmp_assert_success(f->qts,
+        "{'execute': 'chardev-add', 'arguments': {'id': %s,"
+        " 'backend': {'type': 'null', 'data': {}}}}", id);
+}
+
+static QDict *object_add(Fixture *f, const char *type, const char *id,
+                         const char *chardev)
+{
+    return qtest_qmp(f->qts, "{'execute': 'object-add', 'arguments':"
+                     " {'qom-type': %s, 'id': %s, 'chardev': %s}}",
+                     type, id, chardev);
+}
+
+static QDict *object_del(Fixture *f, const char *id)
+{
+    return qtest_qmp(f->qts, "{'execute': 'object-del',"
+                     " 'arguments': {'id': %s}}", id);
+}
+
+/* 11.1's qmp/monitor-add-remove: add, delete, add again, delete */
+static void test_qom_add_remove(void)
+{
+    Fixture f;
+    int i;
+
+    start(&f, NULL);
+    add_null_chardev(&f, "monitor-chardev");
+    for (i = 0; i < 2; i++) {
+        assert_ok(object_add(&f, "monitor-qmp", "dyn-mon", "monitor-chardev"));
+        assert_monitors(&f, LIBQTEST_MON
+                        " dyn-mon:control:monitor-chardev:dyn",
+                        "dyn-mon:monitor-qmp");
+        assert_ok(object_del(&f, "dyn-mon"));
+        assert_monitors(&f, LIBQTEST_MON, "");
+    }
+    qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
+                             " 'arguments': {'id': 'monitor-chardev'}}");
+    stop(&f);
+}
+
+/* 11.1's qmp/monitor-error-paths, and the other errors of object-add */
+static void test_qom_error_paths(void)
+{
+    Fixture f;
+
+    start(&f, NULL);
+    assert_error(object_add(&f, "monitor-qmp", "bad-mon", "nonexistent"),
+                 "Chardev 'nonexistent' not found");
+    add_null_chardev(&f, "c1");
+    add_null_chardev(&f, "c2");
+    assert_error(object_add(&f, "monitor-qmp", "compat_monitor0", "c1"),
+                 "Monitor id 'compat_monitor0' is already in use");
+    assert_error(qtest_qmp(f.qts, "{'execute': 'object-add', 'arguments':"
+                           " {'qom-type': 'monitor-hmp', 'id': 'h1',"
+                           " 'chardev': 'c1', 'pretty': true}}"),
+                 "'pretty' is not compatible with HMP monitors");
+    assert_error(qtest_qmp(f.qts, "{'execute': 'object-add', 'arguments':"
+                           " {'qom-type': 'monitor-qmp', 'id': 'm1'}}"),
+                 "Parameter 'chardev' is missing");
+    /* Failed complete steps leave neither a monitor nor an object */
+    assert_monitors(&f, LIBQTEST_MON, "");
+    stop(&f);
+}
+
+/* 11.1's qmp/monitor-chardev-in-use */
+static void test_qom_chardev_in_use(void)
+{
+    Fixture f;
+
+    start(&f, NULL);
+    add_null_chardev(&f, "shared-chr");
+    assert_ok(object_add(&f, "monitor-qmp", "mon-1", "shared-chr"));
+    assert_error(object_add(&f, "monitor-qmp", "mon-2", "shared-chr"),
+                 "Chardev 'shared-chr' is already in use by another frontend");
+    assert_error(monitor_add(&f, "mon-2", "shared-chr"),
+                 "Chardev 'shared-chr' is already in use by another frontend");
+    assert_monitors(&f, LIBQTEST_MON " mon-1:control:shared-chr:dyn",
+                    "mon-1:monitor-qmp");
+    assert_ok(object_del(&f, "mon-1"));
+    qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
+                             " 'arguments': {'id': 'shared-chr'}}");
+    stop(&f);
+}
+
+/* 11.1's qmp/monitor-remove-cli, with the JSON form of -object too */
+static void test_qom_remove_cli(void)
+{
+    Fixture f;
+
+    start(&f, "-chardev null,id=cli-chr"
+              " -object monitor-qmp,id=cli-mon,chardev=cli-chr,pretty=on"
+              " -chardev null,id=json-chr"
+              " -object '{\"qom-type\": \"monitor-qmp\", \"id\": \"json-mon\","
+              " \"chardev\": \"json-chr\", \"close-action\": \"delete\"}'");
+    /*
+     * -object monitors are created with the other late objects, which
+     * come before the -mon monitors (libqtest's among them)
+     */
+    assert_monitors(&f, "cli-mon:control:cli-chr:cli"
+                    " json-mon:control:json-chr:cli:delete " LIBQTEST_MON,
+                    "cli-mon:monitor-qmp json-mon:monitor-qmp");
+    assert_ok(object_del(&f, "cli-mon"));
+    qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
+                             " 'arguments': {'id': 'cli-chr'}}");
+    /* monitor-remove takes the object along */
+    assert_ok(monitor_remove(&f, "json-mon"));
+    assert_monitors(&f, LIBQTEST_MON, "");
+    qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
+                             " 'arguments': {'id': 'json-chr'}}");
+    stop(&f);
+}
+
+/* 11.1's qmp/monitor-remove-hmp: HMP monitors cannot be deleted */
+static void test_qom_remove_hmp(void)
+{
+    Fixture f;
+
+    start(&f, "-chardev null,id=hmp-chr"
+              " -object monitor-hmp,id=hmp-mon,chardev=hmp-chr");
+    add_null_chardev(&f, "hmp-chr2");
+    assert_ok(object_add(&f, "monitor-hmp", "hmp-mon2", "hmp-chr2"));
+    assert_error(object_del(&f, "hmp-mon"),
+                 "Deleting HMP monitors is not supported");
+    assert_error(object_del(&f, "hmp-mon2"),
+                 "Deleting HMP monitors is not supported");
+    assert_error(monitor_remove(&f, "hmp-mon2"),
+                 "Monitor 'hmp-mon2' is an HMP monitor; only QMP monitors "
+                 "can be removed");
+    assert_monitors(&f, "hmp-mon:readline:hmp-chr:cli " LIBQTEST_MON
+                    " hmp-mon2:readline:hmp-chr2:dyn",
+                    "hmp-mon2:monitor-hmp hmp-mon:monitor-hmp");
+    stop(&f);
+}
+
 /*
  * A request that blocks the main loop (and so the dispatcher) until
  * unblock() opens @fifo for writing: blkdebug reads its config from it.
@@ -1042,6 +1226,128 @@ static void test_batch_client_vanishes(void)
     stop(&f);
 }
 
+/*
+ * One namespace of ids, two views.  object-del acts on /objects only:
+ * a monitor made with monitor-add or -mon is not an object, and
+ * object-del of its id fails as for any id that names no object, leaving
+ * the monitor alone; monitor-remove removes any QMP monitor.
+ */
+static void test_qom_one_namespace(void)
+{
+    Fixture f;
+
+    start(&f, "-chardev null,id=mon-chr"
+              " -mon chardev=mon-chr,mode=control,id=cli-mon");
+    add_null_chardev(&f, "c1");
+    add_null_chardev(&f, "c2");
+    assert_ok(monitor_add(&f, "m1", "c1"));
+    assert_error(object_add(&f, "monitor-qmp", "m1", "c2"),
+                 "Monitor id 'm1' is already in use");
+    assert_error(object_add(&f, "monitor-qmp", "cli-mon", "c2"),
+                 "Monitor id 'cli-mon' is already in use");
+    assert_ok(object_add(&f, "monitor-qmp", "o1", "c2"));
+    assert_error(monitor_add(&f, "o1", "c2"),
+                 "Monitor id 'o1' is already in use");
+    assert_error(object_del(&f, "m1"), "object 'm1' not found");
+    assert_error(object_del(&f, "cli-mon"), "object 'cli-mon' not found");
+    assert_monitors(&f, LIBQTEST_MON " cli-mon:control:mon-chr:cli"
+                    " m1:control:c1:dyn o1:control:c2:dyn",
+                    "o1:monitor-qmp");
+
+    /* An object of another kind with a monitor's id is not its object */
+    qtest_qmp_assert_success(f.qts, "{'execute': 'object-add', 'arguments':"
+                             " {'qom-type': 'secret', 'id': 'm1',"
+                             " 'data': 'x'}}");
+    assert_ok(monitor_remove(&f, "m1"));
+    qtest_qmp_assert_success(f.qts, "{'execute': 'object-del',"
+                             " 'arguments': {'id': 'm1'}}");
+    assert_ok(monitor_remove(&f, "o1"));
+    assert_ok(monitor_remove(&f, "cli-mon"));
+    assert_monitors(&f, LIBQTEST_MON, "");
+    stop(&f);
+}
+
+/* The properties read back, and are fixed once the monitor exists */
+static void test_qom_properties(void)
+{
+    Fixture f;
+    QDict *rsp;
+
+    start(&f, "-chardev null,id=c1"
+              " -object monitor-qmp,id=m1,chardev=c1,close-action=delete");
+    rsp = qtest_qmp(f.qts, "{'execute': 'qom-get', 'arguments':"
+                    " {'path': '/objects/m1', 'property': 'close-action'}}");
+    g_assert_cmpstr(qdict_get_str(rsp, "return"), ==, "delete");
+    qobject_unref(rsp);
+    rsp = qtest_qmp(f.qts, "{'execute': 'qom-get', 'arguments':"
+                    " {'path': '/objects/m1', 'property': 'chardev'}}");
+    g_assert_cmpstr(qdict_get_str(rsp, "return"), ==, "c1");
+    qobject_unref(rsp);
+    assert_error(qtest_qmp(f.qts, "{'execute': 'qom-set', 'arguments':"
+                           " {'path': '/objects/m1', 'property': 'pretty',"
+                           " 'value': true}}"),
+                 "Property 'pretty' can no longer be set");
+    stop(&f);
+}
+
+/*
+ * 11.1's test_self_removal: object-del of the calling monitor fails,
+ * while monitor-remove of itself works and takes the object along.
+ */
+static void test_qom_self_delete(void)
+{
+    Fixture f;
+    QDict *rsp;
+    int fd;
+
+    start(&f, NULL);
+    add_socket_chardev(&f, "c1");
+    assert_ok(object_add(&f, "monitor-qmp", "m1", "c1"));
+    fd = connect_client(&f, "c1");
+    qobject_unref(handshake(fd));
+    rsp = client_qmp(fd, "{'execute': 'object-del',"
+                     " 'arguments': {'id': 'm1'}}");
+    assert_error(rsp, "Cannot delete the current QMP monitor");
+    assert_monitors(&f, LIBQTEST_MON " m1:control:c1:dyn", "m1:monitor-qmp");
+    rsp = client_qmp(fd, "{'execute': 'monitor-remove',"
+                     " 'arguments': {'id': 'm1'}}");
+    assert_ok(rsp);
+    assert_eof(fd);
+    assert_monitors(&f, LIBQTEST_MON, "");
+    stop(&f);
+}
+
+/* 11.1's test_auto_delete: close-action=delete takes the object along */
+static void test_qom_close_action_delete(void)
+{
+    Fixture f;
+    gint64 deadline;
+    int fd;
+
+    start(&f, NULL);
+    add_socket_chardev(&f, "c1");
+    assert_ok(qtest_qmp(f.qts, "{'execute': 'object-add', 'arguments':"
+                        " {'qom-type': 'monitor-qmp', 'id': 'm1',"
+                        " 'chardev': 'c1', 'close-action': 'delete'}}"));
+    fd = connect_client(&f, "c1");
+    qobject_unref(handshake(fd));
+    assert_monitors(&f, LIBQTEST_MON " m1:control:c1:dyn:delete",
+                    "m1:monitor-qmp");
+    close(fd);
+    deadline = g_get_monotonic_time() + CLIENT_TIMEOUT_S * G_TIME_SPAN_SECOND;
+    while (has_chardev(&f, "c1")) {
+        if (g_get_monotonic_time() > deadline) {
+            g_test_message("timed out after %d s waiting for chardev c1 to go"
+                           " with its client", CLIENT_TIMEOUT_S);
+            g_assert_not_reached();
+        }
+        g_usleep(10 * 1000);
+    }
+    assert_monitors(&f, LIBQTEST_MON, "");
+    assert_error(object_del(&f, "m1"), "object 'm1' not found");
+    stop(&f);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1066,6 +1372,22 @@ int main(int argc, char **argv)
     qtest_add_func("qmp/monitor-hotplug/batch/removed", test_batch_removed);
     qtest_add_func("qmp/monitor-hotplug/batch/client-vanishes",
                    test_batch_client_vanishes);
+    qtest_add_func("qmp/monitor-hotplug/qom/monitor-add-remove",
+                   test_qom_add_remove);
+    qtest_add_func("qmp/monitor-hotplug/qom/monitor-error-paths",
+                   test_qom_error_paths);
+    qtest_add_func("qmp/monitor-hotplug/qom/monitor-chardev-in-use",
+                   test_qom_chardev_in_use);
+    qtest_add_func("qmp/monitor-hotplug/qom/monitor-remove-cli",
+                   test_qom_remove_cli);
+    qtest_add_func("qmp/monitor-hotplug/qom/monitor-remove-hmp",
+                   test_qom_remove_hmp);
+    qtest_add_func("qmp/monitor-hotplug/qom/one-namespace",
+                   test_qom_one_namespace);
+    qtest_add_func("qmp/monitor-hotplug/qom/properties", test_qom_properties);
+    qtest_add_func("qmp/monitor-hotplug/qom/self-delete", test_qom_self_delete);
+    qtest_add_func("qmp/monitor-hotplug/qom/close-action",
+                   test_qom_close_action_delete);
 
     return g_test_run();
 }
