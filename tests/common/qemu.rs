@@ -60,7 +60,7 @@ impl Qemu {
     /// A QEMU with `base` arguments of its own (machine, accelerator)
     /// instead of `-M none -accel qtest`.
     pub fn start_machine(base: &[&str], extra: &[&str]) -> Self {
-        Self::start_binary("qemu-system-x86_64", base, "-qmp", extra)
+        Self::start_binary("qemu-system-x86_64", base, "-qmp", extra, &[])
     }
 
     pub fn start_storage_daemon(extra: &[&str]) -> Self {
