@@ -30,7 +30,10 @@ BIN   := $(OUT)/bin
 STAMPS := $(VB)/stamps$(if $(QEMU_SRC),/custom$(subst /,_,$(SRC)))
 PATCHES := $(if $(BASELINE),,$(sort $(wildcard $(CURDIR)/qemu-patches/0*.patch)))
 BINARIES := qemu-system-x86_64 storage-daemon/qemu-storage-daemon qemu-img qemu-io qemu-nbd
-QTESTS   := qmp-test qmp-cmd-test qom-test $(if $(BASELINE),,monitor-hotplug-test)
+# QEMU's qtests that walk commands, objects, types and devices (the
+# device and HMP walks on the product build only), and the series' own
+QTESTS   := qmp-test qmp-cmd-test qom-test $(if $(LAB),,device-introspect-test test-hmp machine-none-test) \
+	$(if $(BASELINE),,monitor-hotplug-test)
 SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # gcc-multilib: QEMU's x86 option ROMs (-kernel boot) are 32-bit code;
