@@ -121,10 +121,11 @@ impl Farewell {
     /// When the source must run again even without an fd event.
     fn wake_time(&self, next: Next) -> i64 {
         match next {
-            // SAFETY: as in start().
-            Next::Drained => self
-                .deadline_us
-                .min(unsafe { glib_sys::g_get_monotonic_time() } + DRAIN_TICK_US),
+            Next::Drained => {
+                // SAFETY: as in start().
+                let now = unsafe { glib_sys::g_get_monotonic_time() };
+                self.deadline_us.min(now + DRAIN_TICK_US)
+            }
             Next::Writable | Next::Done => self.deadline_us,
         }
     }

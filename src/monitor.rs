@@ -46,10 +46,10 @@ impl Monitor {
 
     /// Made at runtime, by monitor-add or object-add.
     pub fn is_dynamic(&self) -> bool {
-        // SAFETY: set before the monitor was published, or for an HMP
-        // monitor object just after, under monitor_lock
-        // (MonitorList::mark_dynamic), which the caller holds: the only
-        // caller is query-monitors, which walks mon_list under it.
+        // Set before publication, or for an HMP monitor object just
+        // after, under monitor_lock (MonitorList::mark_dynamic); the one
+        // caller, query-monitors, walks mon_list under that lock.
+        // SAFETY: a live monitor; the field is stable under the lock.
         unsafe { (*self.as_ptr()).dynamic }
     }
 
@@ -68,9 +68,10 @@ impl Monitor {
 
     /// The close action of a QMP monitor, None for HMP.
     pub fn close_action(&self) -> Option<sys::MonitorQMPCloseAction> {
-        // SAFETY: set before the monitor was published; immutable.
-        self.is_qmp()
-            .then(|| unsafe { (*self.as_ptr()).close_action })
+        self.is_qmp().then(|| {
+            // SAFETY: set before the monitor was published; immutable.
+            unsafe { (*self.as_ptr()).close_action }
+        })
     }
 
     pub fn deletes_on_close(&self) -> bool {
@@ -120,9 +121,10 @@ impl Monitor {
 
     /// The QMP monitor this is the `common` part of.
     pub fn qmp(&self) -> Option<*mut sys::MonitorQMP> {
-        // SAFETY: qmh_monitor_qmp is container_of on a QMP monitor.
-        self.is_qmp()
-            .then(|| unsafe { sys::qmh_monitor_qmp(self.as_ptr()) })
+        self.is_qmp().then(|| {
+            // SAFETY: qmh_monitor_qmp is container_of on a QMP monitor.
+            unsafe { sys::qmh_monitor_qmp(self.as_ptr()) }
+        })
     }
 
     /// Takes `mon_lock`, which protects the output buffer and its watch.
