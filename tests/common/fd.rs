@@ -13,19 +13,18 @@ pub fn owned(fd: RawFd) -> OwnedFd {
 /// A connected pair of Unix stream sockets.
 pub fn socketpair() -> (OwnedFd, OwnedFd) {
     let mut sv = [0; 2];
-    // SAFETY: socketpair fills the array with two fresh fds.  Close on
-    // exec: the QEMUs other test threads start must not inherit them.
-    assert_eq!(
-        unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                sv.as_mut_ptr(),
-            )
-        },
-        0
-    );
+    // Close on exec: the QEMUs other test threads start must not
+    // inherit them.
+    // SAFETY: socketpair fills the array with two fresh fds.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "socketpair: {}", std::io::Error::last_os_error());
     (owned(sv[0]), owned(sv[1]))
 }
 

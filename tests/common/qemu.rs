@@ -101,10 +101,10 @@ impl Qemu {
         let mut cmd = Command::new(bin_dir().join(bin));
         cmd.args(args).stdin(Stdio::null());
         let inherit = inherit.to_vec();
+        // Clearing FD_CLOEXEC in the child, not in the parent, keeps
+        // the fds out of the QEMUs that other test threads start.
         // SAFETY: the closure runs in the child between fork and exec,
-        // and only calls fcntl, which is async-signal-safe.  Clearing
-        // FD_CLOEXEC there, not in the parent, keeps the fds out of
-        // the QEMUs that other test threads start meanwhile.
+        // and only calls fcntl, which is async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
                 for &fd in &inherit {

@@ -477,21 +477,7 @@ impl LaneExec {
     /// The systemd-vmspawn flow: a socketpair end passed with getfd,
     /// a socket chardev on it, a one-shot monitor.
     fn session(&mut self, round: u32, name: &str, client: &str) -> Res {
-        let mut sv = [0; 2];
-        // SAFETY: socketpair fills the array with two fresh fds.
-        assert_eq!(
-            unsafe {
-                libc::socketpair(
-                    libc::AF_UNIX,
-                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                    0,
-                    sv.as_mut_ptr(),
-                )
-            },
-            0
-        );
-        // SAFETY: both are fresh fds that nobody else owns.
-        let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+        let (ours, theirs) = super::common::socketpair();
         self.ctl_seq += 1;
         let id = format!("ctl{}-{}", self.model.lane, self.ctl_seq);
         let msg = json!({"execute": "getfd", "arguments": {"fdname": name}, "id": id});
