@@ -23,6 +23,22 @@ fn virtio_count(pci: &[String]) -> usize {
     pci.iter().filter(|d| d.starts_with(VIRTIO_VENDOR)).count()
 }
 
+/// Waits on `mon` for the DEVICE_DELETED of device `id` (its virtio
+/// backend's event comes first) and asserts the device's QOM path.
+fn wait_device_deleted(mon: &mut Qmp, id: &str, who: &str) {
+    let ev = loop {
+        let ev = mon.wait_event("DEVICE_DELETED", GUEST_LIMIT);
+        if ev["data"]["device"] == id {
+            break ev;
+        }
+    };
+    assert_eq!(
+        ev["data"]["path"],
+        format!("/machine/peripheral/{id}"),
+        "{who}"
+    );
+}
+
 /// A dynamic monitor (on a socket chardev of its own) and its client.
 fn dynamic(guest: &mut Guest, id: &str) -> Qmp {
     guest.qemu.dynamic_client(id, &[])
@@ -56,14 +72,7 @@ fn guest_events_reach_dynamic_monitors() {
         g.wait_pci("the hot-plugged device", |p| virtio_count(p) == before + 1);
         a.ok("device_del", json!({"id": "rng0"}));
         for (name, mon) in [("a", &mut a), ("b", &mut b)] {
-            // the device's virtio backend goes first, then the device
-            let ev = loop {
-                let ev = mon.wait_event("DEVICE_DELETED", GUEST_LIMIT);
-                if ev["data"]["device"] == "rng0" {
-                    break ev;
-                }
-            };
-            assert_eq!(ev["data"]["path"], "/machine/peripheral/rng0", "{name}");
+            wait_device_deleted(mon, "rng0", name);
         }
         g.wait_pci("the unplug in the guest", |p| virtio_count(p) == before);
         g.echo("after-unplug");
@@ -117,13 +126,7 @@ fn guest_unaware_of_monitors_removed_mid_boot_and_mid_hotplug() {
         unplug.ok("device_del", json!({"id": "rng1"}));
         g.qemu.monitor_remove("unplug");
         unplug.expect_eof();
-        let ev = loop {
-            let ev = watcher.wait_event("DEVICE_DELETED", GUEST_LIMIT);
-            if ev["data"]["device"] == "rng1" {
-                break ev;
-            }
-        };
-        assert_eq!(ev["data"]["path"], "/machine/peripheral/rng1");
+        wait_device_deleted(&mut watcher, "rng1", "watcher");
         g.wait_pci("the unplug in the guest", |p| virtio_count(p) == before);
 
         // no reset, no stop, no lost console line
