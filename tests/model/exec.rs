@@ -371,7 +371,11 @@ impl LaneExec {
                     c.drain()?;
                 }
                 drop(c);
+                let chr = self.model.clients.get(client).map(|c| c.chr.clone());
                 self.model.disconnect(client);
+                if let Some(chr) = chr {
+                    self.wait_hangup(&chr)?;
+                }
             }
             Step::StopCont { stop } => {
                 self.ctl_ok(if *stop { "stop" } else { "cont" }, json!({}))?;
@@ -394,6 +398,42 @@ impl LaneExec {
             }
         }
         Ok(())
+    }
+
+    /// QEMU notices a client's hang-up in its own time (the socket
+    /// chardev's HUP source runs below the priority of the control
+    /// monitor's input): wait until a listening chardev the model keeps
+    /// is free again, so that a later `monitor-add` with
+    /// close-action=delete meets no client, as the model says.  (When
+    /// the two race, the spec lets the new monitor go with the client.)
+    fn wait_hangup(&mut self, chr: &str) -> Res {
+        if !self
+            .model
+            .chrs
+            .get(chr)
+            .is_some_and(|c| c.kind == ChrKind::Unix && !c.dying)
+        {
+            return Ok(());
+        }
+        let deadline = Instant::now() + SETTLE_LIMIT;
+        loop {
+            let path = format!("/chardevs/{chr}");
+            let rsp = self.ctl_call("qom-get", json!({"path": path, "property": "connected"}))?;
+            match rsp.get("return") {
+                Some(Value::Bool(false)) => return Ok(()),
+                Some(Value::Bool(true)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                _ => {
+                    return Err(Failure::new(
+                        Kind::State,
+                        format!(
+                            "{chr} still connected {SETTLE_LIMIT:?} after its client left: {rsp}"
+                        ),
+                    ))
+                }
+            }
+        }
     }
 
     fn state(&self, client: &str) -> Option<CState> {
