@@ -156,7 +156,7 @@ fn main() {
              |monitor_drop_output_locked|monitor_cancel_bottom_halves\
              |qemu_chr_find|qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
              |iothread_get_aio_context|iothread_get_g_main_context\
-             |aio_wait_bh_oneshot|id_wellformed\
+             |aio_wait_bh_oneshot|monitor_check_new_id\
              |qmp_chardev_remove|warn_report_err|bql_locked|qemu_in_coroutine",
         )
         .allowlist_function(

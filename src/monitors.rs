@@ -121,13 +121,9 @@ impl NewMonitor<'_> {
     /// the monitor, before it returns to the main loop.
     fn claim_chardev<'a>(&self, ml: MainLoop<'a>) -> Result<ChardevRef<'a>, QmpError> {
         let name = |s: &CStr| s.to_string_lossy().into_owned();
-        // SAFETY: id_wellformed only reads the string.
-        if !unsafe { sys::id_wellformed(self.id.as_ptr()) } {
-            return Err(MonitorError::InvalidId(name(self.id)).into());
-        }
-        if MonitorList::lock().find(self.id).is_some() {
-            return Err(MonitorError::IdInUse(name(self.id)).into());
-        }
+        // The id checks and their messages are QEMU's, shared with -mon.
+        // SAFETY: id is a C string; errp a fresh slot.
+        with_local_err(|errp| unsafe { sys::monitor_check_new_id(self.id.as_ptr(), errp) })?;
         let chr = ChardevRef::find(ml, self.chardev)
             .ok_or_else(|| MonitorError::ChardevNotFound(name(self.chardev)))?;
         if chr.has_frontend() {

@@ -4,8 +4,10 @@
 //! the right text, nothing may be created or removed, and QEMU must stay
 //! up with the same fds.
 //!
-//! Expected texts: the crate's own (src/errors.rs, mirrored by `shown`
-//! below) and those of QEMU's QAPI/QMP layers, pinned from real output.
+//! Expected texts: the crate's own (src/errors.rs), the id checks'
+//! (monitor_check_new_id(), patch 0004, shared with `-mon` and
+//! `-object`; both cut names as `shown` below does) and those of QEMU's
+//! QAPI/QMP layers, pinned from real output.
 //! The QAPI visitor checks members in schema order (id, chardev, pretty,
 //! close-action) and unexpected members last; monitor-add checks the id
 //! (well formed, then free) before the chardev (exists, then free).
@@ -14,10 +16,11 @@ mod common;
 
 use std::{
     collections::HashMap,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{seed, Qemu, Qmp, Rng, Watchdog};
+use common::{bin_dir, seed, wait_child, Qemu, Qmp, Rng, Watchdog};
 use serde_json::{json, Value};
 
 /// Bad requests sent: at least 5,000 after the warm-up, as the issue
@@ -38,15 +41,14 @@ const WARMUP: usize = 1000;
 /// leaks on its error paths are the job of `repeated_errors_keep_rss_flat`.
 const RSS_SLACK_KB: u64 = 512;
 
-/// The size of a huge id.  QMP reads its input one byte per event
-/// loop iteration, so a 100 KB request takes about 0.4 s here: the
-/// generator makes few of them (about 1 in 200 requests).
+/// The size of a huge id.  The generator makes few of them (about 1 in
+/// 200 requests): each costs QEMU's JSON lexer and parser 100 KB.
 const HUGE: usize = 100 * 1024;
 
 const RULE: &str =
     "an id must start with a letter and contain only letters, digits, '-', '.' and '_'";
 
-/// An id as the crate's messages show it: cut after 64 characters.
+/// A name as the messages show it: cut after 64 characters.
 fn shown(s: &str) -> String {
     match s.char_indices().nth(64) {
         Some((cut, _)) => format!("{}...", &s[..cut]),
@@ -975,4 +977,66 @@ fn repeated_errors_keep_rss_flat() {
     }
     drop(wd);
     assert!(qemu.quit().success());
+}
+
+/// `binary` started with `args` must refuse them: exit status 1 and
+/// `error` in what it says on stderr.
+fn refused_at_start(binary: &str, args: &[&str], error: &str) {
+    let mut child = Command::new(bin_dir().join(binary))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(binary);
+    let status = wait_child(&mut child, Duration::from_secs(60), binary);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(error),
+        "{args:?}: wanted {error:?}, got {stderr}"
+    );
+}
+
+/// Monitors made at start check their ids with the code and the texts
+/// of monitor-add, huge ids cut the same way.  (`-mon` and `-object`
+/// reject a malformed id before that: QemuOpts and user_creatable_add
+/// check it first, with their own message.)
+#[test]
+fn ids_at_start_get_the_same_errors() {
+    let bad = format!("9{}", "é".repeat(200));
+    refused_at_start(
+        "qemu-storage-daemon",
+        &[
+            "--chardev",
+            "null,id=c",
+            "--monitor",
+            &format!("chardev=c,id={bad}"),
+        ],
+        &format!("Invalid monitor id '{}': {RULE}", shown(&bad)),
+    );
+    let long = format!("m{}", "x".repeat(200));
+    refused_at_start(
+        "qemu-system-x86_64",
+        &[
+            "-M",
+            "none",
+            "-accel",
+            "qtest",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-chardev",
+            "null,id=c1",
+            "-chardev",
+            "null,id=c2",
+            "-mon",
+            &format!("chardev=c1,id={long}"),
+            "-object",
+            &format!("monitor-qmp,id={long},chardev=c2"),
+        ],
+        &format!("Monitor id '{}' is already in use", shown(&long)),
+    );
 }
