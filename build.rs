@@ -116,6 +116,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(qemu_monitor_objects)");
     if objects_header.exists() {
         println!("cargo:rustc-cfg=qemu_monitor_objects");
+        // and for src/wrapper.h, in bindgen and in the shim
+        cflags.push("-DQMH_MONITOR_OBJECTS".to_owned());
     }
     println!("cargo:rerun-if-changed=src/shim.c");
 

@@ -1,7 +1,9 @@
 #!/bin/sh
 # series.sh check|print VERSION WORKDIR
 # Builds the series as git commits on a pristine Debian QEMU tree in
-# WORKDIR (the qtest file from tests/qtest/ folded into its patch), then
+# WORKDIR, self-contained: the crate (with meson-glue/) folded into the
+# patch that adds the commands as monitor/hotplug/, the qtest file from
+# tests/qtest/ into its patch.  Then
 #   check: runs checkpatch.pl on every patch and builds every prefix;
 #   print: prints the series as git format-patch output with a cover letter.
 set -eu
@@ -10,15 +12,34 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 src=$work/src
 git_() { git -C "$src" -c user.name=qemu-monitor-hotplug -c user.email=qmh@localhost "$@"; }
 
-if [ ! -f "$work/stamp" ] || [ -n "$(find "$top/qemu-patches" "$top/tests/qtest" -newer "$work/stamp")" ]; then
+# The crate's files as the series carries them in monitor/hotplug/.
+crate_files="Cargo.toml Cargo.lock build.rs $(cd "$top" && git ls-files src)"
+
+fold_crate() {
+    h=$src/monitor/hotplug
+    mkdir -p "$h/src"
+    cp "$top/meson-glue/meson.build" "$top/meson-glue/cargo-build.py" "$h/"
+    for f in $crate_files; do cp "$top/$f" "$h/$f"; done
+    # QEMU's tree has no benches/ for the project's [[bench]] target
+    python3 -c 'import sys; t = open(sys.argv[1]).read().split("\n# `make bench`")[0]
+open(sys.argv[1], "w").write(t.rstrip("\n") + "\n")' "$h/Cargo.toml"
+    git_ add monitor/hotplug
+    git_ commit -q --amend --no-edit
+}
+
+if [ ! -f "$work/stamp" ] ||
+   [ -n "$(cd "$top" && find qemu-patches tests/qtest meson-glue $crate_files -newer "$work/stamp")" ]; then
     "$top/meson-glue/fetch-qemu.sh" "$version" "$src" "$work/downloads" "$top"/build/downloads* >&2
     git_ init -q
-    echo "monitor/hotplug" >> "$src/.git/info/exclude"
     git_ add -A >/dev/null && git_ commit -q -m "QEMU $version"
     git_ tag base
     for p in "$top"/qemu-patches/0*.patch; do
         git_ am -q --keep-cr "$p" >&2 || { echo "series: $(basename "$p") does not apply" >&2; exit 1; }
         case $p in
+        *-monitor-add-monitor-add-monitor-remove-and-query-mon.patch)
+            # the crate and its meson glue live in this project: fold them
+            # in as monitor/hotplug/, without the project's benchmarks
+            fold_crate ;;
         *-tests-qtest-add-monitor-hotplug-test.patch)
             # the qtest lives in tests/qtest/ of this project: fold it in
             cp "$top/tests/qtest/monitor-hotplug-test.c" "$src/tests/qtest/"
@@ -28,13 +49,16 @@ if [ ! -f "$work/stamp" ] || [ -n "$(find "$top/qemu-patches" "$top/tests/qtest"
     done
     git_ cat-file -e HEAD:tests/qtest/monitor-hotplug-test.c 2>/dev/null ||
         { echo "series: the qtest was not folded into its patch" >&2; exit 1; }
-    ln -sfn "$top/meson-glue" "$src/monitor/hotplug"
+    git_ cat-file -e HEAD:monitor/hotplug/Cargo.toml 2>/dev/null ||
+        { echo "series: the crate was not folded into its patch" >&2; exit 1; }
+    git_ branch -f series
     touch "$work/stamp"
 fi
 
-case $mode in
-print)
-    git_ format-patch -q --stdout --cover-letter --zero-commit --no-signature base..HEAD |
+tip=$(git_ rev-parse series)
+
+mbox() {
+    git_ format-patch -q --stdout --cover-letter --zero-commit --no-signature base.."$tip" |
     python3 -c '
 import sys
 cover = open(sys.argv[1]).read().split("\n", 1)
@@ -42,9 +66,19 @@ text = sys.stdin.read()
 text = text.replace("*** SUBJECT HERE ***", cover[0], 1)
 text = text.replace("*** BLURB HERE ***", cover[1].strip(), 1)
 sys.stdout.write(text)' "$top/qemu-patches/cover-letter.txt"
-    ;;
+}
+
+case $mode in
+print) mbox ;;
 check)
-    commits=$(git_ rev-list --reverse base..HEAD)
+    # what a reviewer gets applies to pristine QEMU as it is
+    mbox > "$work/series.mbox"
+    git_ checkout -q --detach base
+    git_ am -q --empty=drop "$work/series.mbox" >&2 || { echo "series: the mbox does not git am" >&2; exit 1; }
+    [ "$(git_ rev-parse HEAD^{tree})" = "$(git_ rev-parse "$tip^{tree}")" ] ||
+        { echo "series: git am of the mbox gives another tree" >&2; exit 1; }
+    echo "series: the mbox applies with git am to pristine QEMU $version"
+    commits=$(git_ rev-list --reverse base.."$tip")
     fail=0
     for c in $commits; do
         subject=$(git_ log -1 --format=%s "$c")

@@ -2,6 +2,8 @@
  * C helpers for what Rust cannot call directly: macros (locks, QTAILQ,
  * container_of, error_setg) and fields of structs that bindgen is told
  * to keep opaque.  Each is a one-liner; all logic lives in Rust.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include "wrapper.h"
 

@@ -1,6 +1,8 @@
 /*
  * The QEMU API the Rust side uses, for bindgen and for shim.c.
  * qemu/osdep.h must come first, as in every QEMU source file.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include "qemu/osdep.h"
 
@@ -24,7 +26,8 @@
  * The one difference between the QEMU versions this builds against:
  * 10.2 renamed CharBackend to CharFrontend.
  */
-#if QEMU_VERSION_MAJOR < 10 || (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR < 2)
+#if QEMU_VERSION_MAJOR < 10 || \
+    (QEMU_VERSION_MAJOR == 10 && QEMU_VERSION_MINOR < 2)
 typedef CharBackend CharFrontend;
 #endif
 
@@ -39,8 +42,11 @@ typedef __typeof__(&monitor_qmp_release_removed) qmh_release_removed_fn;
 typedef __typeof__(&monitor_qmp_closed) qmh_closed_fn;
 typedef __typeof__(&monitor_qmp_cleanup_removed) qmh_cleanup_removed_fn;
 
-/* The monitor-qmp and monitor-hmp objects, once the series has them */
-#if __has_include("monitor/monitor-object.h")
+/*
+ * The monitor-qmp and monitor-hmp objects, once the series has them
+ * (build.rs defines QMH_MONITOR_OBJECTS when the header exists)
+ */
+#ifdef QMH_MONITOR_OBJECTS
 #include "monitor/monitor-object.h"
 #include "qom/object_interfaces.h"
 typedef __typeof__(&monitor_object_complete) qmh_object_complete_fn;
