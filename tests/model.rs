@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! A seeded, model-based random tester of monitor-add, monitor-remove
-//! and query-monitors (close-action included), over real sockets.
+//! and query-monitors (close-action included), and of their QEMU 11.1
+//! spelling (object-add of a monitor-qmp, object-del), over real
+//! sockets.
 //!
 //! A seed gives a plan: rounds of random steps for the manager lane and
 //! two worker lanes (monitor-add/-remove with valid and invalid
@@ -9,8 +11,8 @@
 //! own monitor, getfd, leave cleanly or mid-command, one-shot sessions on
 //! socketpairs, stop/cont).  The lanes of a round run in threads of
 //! their own, each on objects it owns; at every sync point
-//! query-monitors, query-chardev and the getfd fds QEMU holds must match
-//! the model, and every reply a client read is checked (see
+//! query-monitors, query-chardev, the monitor-qmp objects in /objects
+//! and the getfd fds QEMU holds must match the model, and every reply a client read is checked (see
 //! model/client.rs).  A failing plan is shrunk and printed.
 //!
 //! `cargo test --test model` runs 3 seeds of about 200 steps.  More:

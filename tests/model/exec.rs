@@ -227,8 +227,9 @@ impl LaneExec {
                 chr,
                 close,
                 pretty,
+                object,
             } => {
-                let exp = self.model.expect_monitor_add(shared, id, chr);
+                let exp = self.model.expect_monitor_add(shared, id, chr, *object);
                 let mut args = json!({"id": id, "chardev": chr});
                 if let Some(c) = close {
                     args["close-action"] = json!(c.name());
@@ -236,25 +237,36 @@ impl LaneExec {
                 if *pretty {
                     args["pretty"] = json!(true);
                 }
-                if self.ctl_expect("monitor-add", args, &exp)?.is_ok() {
+                let command = if *object {
+                    args["qom-type"] = json!("monitor-qmp");
+                    "object-add"
+                } else {
+                    "monitor-add"
+                };
+                if self.ctl_expect(command, args, &exp)?.is_ok() {
                     self.model
-                        .add_monitor(round, id, chr, close.unwrap_or(Close::None));
+                        .add_monitor(round, id, chr, close.unwrap_or(Close::None), *object);
                     let waiting = self.model.chrs[chr].client.clone();
                     if let Some(c) = waiting.and_then(|c| self.clients.get_mut(&c)) {
                         c.greeting_due = true;
                     }
                 }
             }
-            Step::MonitorRemove { id } => {
-                let exp = self.model.expect_monitor_remove(shared, id);
-                let got = self.ctl_expect("monitor-remove", json!({"id": id}), &exp)?;
+            Step::MonitorRemove { id, object } => {
+                let exp = self.model.expect_monitor_remove(shared, id, *object);
+                let (command, gone) = if *object {
+                    ("object-del", format!("object '{id}' not found"))
+                } else {
+                    ("monitor-remove", format!("No monitor with id '{id}'"))
+                };
+                let got = self.ctl_expect(command, json!({"id": id}), &exp)?;
                 match (&exp, got) {
-                    (Expect::Racy, Err(d)) if d == format!("No monitor with id '{id}'") => {
+                    (Expect::Racy, Err(d)) if d == gone => {
                         // the close won; the chardev goes too
                         self.model.drop_monitor(id);
                     }
                     (Expect::Racy, Err(d)) => {
-                        return Err(wrong(format!("monitor-remove of a dying monitor: {d}")))
+                        return Err(wrong(format!("{command} of a dying monitor: {d}")))
                     }
                     (Expect::Racy, Ok(_)) => {
                         // the manager won: the chardev stays
@@ -537,7 +549,8 @@ impl LaneExec {
             "monitor-add",
             json!({"id": name, "chardev": name, "close-action": "delete"}),
         )?;
-        self.model.add_monitor(round, name, name, Close::Delete);
+        self.model
+            .add_monitor(round, name, name, Close::Delete, false);
         self.model.connect(client, name);
         let stream = UnixStream::from(ours);
         let track = self.model.lane == 0;
@@ -684,7 +697,7 @@ impl LaneExec {
             .map(|m| m.id.clone())
             .collect();
         for id in mons {
-            self.run(round, shared, &Step::MonitorRemove { id })?;
+            self.run(round, shared, &Step::MonitorRemove { id, object: false })?;
         }
         self.settle()?;
         let chrs: Vec<String> = self.model.chrs.keys().cloned().collect();

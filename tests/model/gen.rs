@@ -161,6 +161,7 @@ impl Gen<'_> {
             chr,
             close,
             pretty: self.rng.chance(1, 4),
+            object: self.rng.chance(1, 3),
         })
     }
 
@@ -197,6 +198,7 @@ impl Gen<'_> {
             chr,
             close,
             pretty: false,
+            object: self.rng.chance(1, 3),
         })
     }
 
@@ -215,7 +217,10 @@ impl Gen<'_> {
             8 => "hmp0".to_owned(),
             _ => format!("l{}nomon", self.lane.lane),
         };
-        Some(Step::MonitorRemove { id })
+        Some(Step::MonitorRemove {
+            id,
+            object: self.rng.chance(1, 3),
+        })
     }
 
     fn session(&mut self) -> Option<Step> {
@@ -371,21 +376,29 @@ impl Gen<'_> {
                 Expect::Racy => l.settle(),
                 Expect::Err(_) => {}
             },
-            Step::MonitorAdd { id, chr, close, .. } => {
-                if l.expect_monitor_add(self.shared, id, chr) == Expect::Ok {
-                    l.add_monitor(round, id, chr, close.unwrap_or(Close::None));
+            Step::MonitorAdd {
+                id,
+                chr,
+                close,
+                object,
+                ..
+            } => {
+                if l.expect_monitor_add(self.shared, id, chr, *object) == Expect::Ok {
+                    l.add_monitor(round, id, chr, close.unwrap_or(Close::None), *object);
                 }
             }
-            Step::MonitorRemove { id } => match l.expect_monitor_remove(self.shared, id) {
-                Expect::Ok => {
-                    l.drop_monitor(id);
+            Step::MonitorRemove { id, object } => {
+                match l.expect_monitor_remove(self.shared, id, *object) {
+                    Expect::Ok => {
+                        l.drop_monitor(id);
+                    }
+                    Expect::Racy => l.settle(),
+                    Expect::Err(_) => {}
                 }
-                Expect::Racy => l.settle(),
-                Expect::Err(_) => {}
-            },
+            }
             Step::Session { name, client } => {
                 l.add_chardev(name, ChrKind::Fd);
-                l.add_monitor(round, name, name, Close::Delete);
+                l.add_monitor(round, name, name, Close::Delete, false);
                 l.connect(client, name);
             }
             Step::Connect { client, chr } => {

@@ -18,14 +18,19 @@ pub enum Step {
     ChardevRemove {
         chr: String,
     },
+    /// monitor-add, or with `object` object-add of a monitor-qmp
+    /// (QEMU 11.1's spelling).
     MonitorAdd {
         id: String,
         chr: String,
         close: Option<Close>,
         pretty: bool,
+        object: bool,
     },
+    /// monitor-remove, or with `object` object-del.
     MonitorRemove {
         id: String,
+        object: bool,
     },
     /// socketpair + getfd + chardev-add (addr type fd) + monitor-add
     /// close-action=delete; `client` holds our end.
@@ -109,8 +114,13 @@ impl fmt::Display for Step {
                 chr,
                 close,
                 pretty,
+                object,
             } => {
-                write!(f, "monitor-add id={id:?} chardev={chr:?}")?;
+                if *object {
+                    write!(f, "object-add monitor-qmp id={id:?} chardev={chr:?}")?;
+                } else {
+                    write!(f, "monitor-add id={id:?} chardev={chr:?}")?;
+                }
                 if let Some(c) = close {
                     write!(f, " close-action={}", c.name())?;
                 }
@@ -119,7 +129,8 @@ impl fmt::Display for Step {
                 }
                 Ok(())
             }
-            Step::MonitorRemove { id } => write!(f, "monitor-remove {id:?}"),
+            Step::MonitorRemove { id, object: false } => write!(f, "monitor-remove {id:?}"),
+            Step::MonitorRemove { id, object: true } => write!(f, "object-del {id:?}"),
             Step::Session { name, client } => {
                 write!(f, "one-shot session {name} (client {client})")
             }

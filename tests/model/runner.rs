@@ -91,6 +91,7 @@ fn compare(
     shared: &Shared,
     mons: &[Value],
     chrs: &[String],
+    objs: &[String],
     memfds: &[String],
 ) -> Option<(Kind, String)> {
     let model_mons: Vec<_> = shared
@@ -132,6 +133,24 @@ fn compare(
         }
         if listed && e.dying {
             problems.push(format!("close-action=delete monitor {} still listed", e.id));
+        }
+    }
+    // QOM's view of the same monitors: /objects has the monitor-qmp
+    // objects, and nothing else
+    for o in objs {
+        match model_mons.iter().find(|e| e.id == *o) {
+            Some(e) if e.object && e.dying => {
+                problems.push(format!("close-action=delete object {o} still in /objects"))
+            }
+            Some(e) if e.object => {}
+            _ => problems.push(format!(
+                "/objects has monitor-qmp {o}, the model has no such object"
+            )),
+        }
+    }
+    for e in model_mons.iter().filter(|e| e.object && !e.dying) {
+        if !objs.contains(&e.id) {
+            problems.push(format!("/objects misses monitor-qmp {}", e.id));
         }
     }
     let model_chrs: BTreeMap<&str, bool> = shared
@@ -216,8 +235,16 @@ fn sync(qemu: &mut Qemu, lanes: &mut [LaneExec], shared: &Shared, round: u32) ->
         .iter()
         .map(|c| c["label"].as_str().unwrap_or_default().to_owned())
         .collect();
+        let objs: Vec<String> = list(
+            &lanes[0].ctl_call("qom-list", json!({"path": "/objects"}))?,
+            "qom-list /objects",
+        )?
+        .iter()
+        .filter(|o| o["type"] == "child<monitor-qmp>")
+        .map(|o| o["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
         let memfds = qemu.memfds();
-        match compare(lanes, shared, &mons, &chrs, &memfds) {
+        match compare(lanes, shared, &mons, &chrs, &objs, &memfds) {
             None => {
                 for l in lanes.iter_mut() {
                     l.model.settle();

@@ -37,6 +37,8 @@ pub struct Mon {
     pub hmp: bool,
     pub dynamic: bool,
     pub close: Close,
+    /// A monitor-qmp object (object-add): it is in /objects too.
+    pub object: bool,
     pub order: Order,
     /// close-action=delete fired (client left, or it removed itself):
     /// it goes away by itself, at a time QEMU picks.
@@ -200,9 +202,20 @@ impl Lane {
         }
     }
 
-    pub fn expect_monitor_add(&self, shared: &Shared, id: &str, chr: &str) -> Expect {
+    /// monitor-add, or object-add of a monitor-qmp (`object`): QOM
+    /// checks the id's form and adds the object to /objects before the
+    /// monitor's own checks run.
+    pub fn expect_monitor_add(&self, shared: &Shared, id: &str, chr: &str, object: bool) -> Expect {
+        if object && !well_formed(id) {
+            return Expect::Err("Parameter 'id' expects an identifier".into());
+        }
         if !well_formed(id) {
             return Expect::Err(invalid_id(id));
+        }
+        if object && self.mon(id).is_some_and(|m| m.object) {
+            return Expect::Err(format!(
+                "attempt to add duplicate property '{id}' to object (type 'container')"
+            ));
         }
         if self.mon(id).is_some() || shared.monitor(id).is_some() {
             return Expect::Err(format!("Monitor id '{id}' is already in use"));
@@ -221,7 +234,16 @@ impl Lane {
         }
     }
 
-    pub fn expect_monitor_remove(&self, shared: &Shared, id: &str) -> Expect {
+    /// monitor-remove, or object-del (`object`), which finds only
+    /// monitors made as objects.
+    pub fn expect_monitor_remove(&self, shared: &Shared, id: &str, object: bool) -> Expect {
+        if object {
+            return match self.mon(id) {
+                Some(m) if m.dying => Expect::Racy,
+                Some(m) if m.object => Expect::Ok,
+                _ => Expect::Err(format!("object '{id}' not found")),
+            };
+        }
         if let Some(m) = shared.monitor(id) {
             return if m.hmp {
                 Expect::Err(format!(
@@ -266,7 +288,7 @@ impl Lane {
         Some(client)
     }
 
-    pub fn add_monitor(&mut self, round: u32, id: &str, chr: &str, close: Close) {
+    pub fn add_monitor(&mut self, round: u32, id: &str, chr: &str, close: Close, object: bool) {
         self.seq += 1;
         let order = (round, self.lane, self.seq);
         self.mons.push(Mon {
@@ -275,6 +297,7 @@ impl Lane {
             hmp: false,
             dynamic: true,
             close,
+            object,
             order,
             dying: false,
         });
