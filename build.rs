@@ -2,7 +2,8 @@
 //! Generates Rust bindings for the QEMU API the crate uses and compiles
 //! the C shim, both with the flags QEMU's own build uses for
 //! monitor/qmp.c.  QEMU's meson passes its directories through
-//! QEMU_SRC_DIR and QEMU_BUILD_DIR (meson-glue/cargo-build.py).
+//! QEMU_SRC_DIR and QEMU_BUILD_DIR (cargo-build.py, next to the
+//! meson.build that runs it).
 
 use std::{
     env,
@@ -11,9 +12,9 @@ use std::{
 
 fn required_dir(var: &str) -> PathBuf {
     println!("cargo:rerun-if-env-changed={var}");
-    let dir = env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{var} is not set: build the crate through QEMU's meson (see README)")
-    });
+    let dir = env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{var} is not set: build the crate through QEMU's meson"));
     assert!(dir.is_dir(), "{var}={} is not a directory", dir.display());
     dir
 }

@@ -27,8 +27,11 @@ open(sys.argv[1], "w").write(t.rstrip("\n") + "\n")' "$h/Cargo.toml"
     git_ commit -q --amend --no-edit
 }
 
-if [ ! -f "$work/stamp" ] ||
-   [ -n "$(cd "$top" && find qemu-patches tests/qtest meson-glue $crate_files -newer "$work/stamp")" ]; then
+# what the series is made of, names included (a deleted file counts)
+inputs=$(cd "$top" && { git ls-files -s qemu-patches tests/qtest meson-glue $crate_files;
+                        cat qemu-patches/* tests/qtest/* meson-glue/* $crate_files; } 2>/dev/null |
+         sha256sum | cut -d' ' -f1)
+if [ "$(cat "$work/stamp" 2>/dev/null)" != "$inputs" ]; then
     "$top/meson-glue/fetch-qemu.sh" "$version" "$src" "$work/downloads" "$top"/build/downloads* >&2
     git_ init -q
     git_ add -A >/dev/null && git_ commit -q -m "QEMU $version"
@@ -52,7 +55,7 @@ if [ ! -f "$work/stamp" ] ||
     git_ cat-file -e HEAD:monitor/hotplug/Cargo.toml 2>/dev/null ||
         { echo "series: the crate was not folded into its patch" >&2; exit 1; }
     git_ branch -f series
-    touch "$work/stamp"
+    echo "$inputs" > "$work/stamp"
 fi
 
 tip=$(git_ rev-parse series)
@@ -73,10 +76,14 @@ print) mbox ;;
 check)
     # what a reviewer gets applies to pristine QEMU as it is
     mbox > "$work/series.mbox"
+    git_ am --abort 2>/dev/null || true
     git_ checkout -q --detach base
-    git_ am -q --empty=drop "$work/series.mbox" >&2 || { echo "series: the mbox does not git am" >&2; exit 1; }
+    git_ am -q --empty=drop "$work/series.mbox" >&2 ||
+        { git_ am --abort; echo "series: the mbox does not git am" >&2; exit 1; }
     [ "$(git_ rev-parse HEAD^{tree})" = "$(git_ rev-parse "$tip^{tree}")" ] ||
         { echo "series: git am of the mbox gives another tree" >&2; exit 1; }
+    [ "$(git_ rev-list --count base..HEAD)" = "$(git_ rev-list --count base.."$tip")" ] ||
+        { echo "series: git am of the mbox gives another number of commits" >&2; exit 1; }
     echo "series: the mbox applies with git am to pristine QEMU $version"
     commits=$(git_ rev-list --reverse base.."$tip")
     fail=0

@@ -104,8 +104,9 @@ impl Monitor {
         unsafe { (*self.as_ptr()).chr.chr }
     }
 
-    /// The label of the monitor's chardev ("" for an unnamed one, such
-    /// as the gdbstub's internal chardev).
+    /// The label of the monitor's chardev.  QEMU labels every chardev,
+    /// its internal ones (the gdbstub's) with a generated "#chrN"; an
+    /// unlabelled one would be shown as "".
     pub fn chardev_label(&self) -> &CStr {
         // SAFETY: a live monitor keeps its chardev attached, and a
         // chardev with a frontend cannot be removed.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! What a removal does once it has taken the monitor off `mon_list`
-//! (step 1 of SPEC.md's "Ordering rules of removal").  Steps 2 to 5
+//! (step 1 of the five in removed.rs's module comment).  Steps 2 to 5
 //! always run in the same order; what differs is whether they can all
 //! run now, and what happens to the reply in flight and the chardev.
 

@@ -9,6 +9,15 @@
 //! dispatcher's coroutine), which only schedule work for the main loop.
 //! The steps that touch the chardev's handlers run in the thread that
 //! runs them (see [`RemovedMonitor::in_home_context`]).
+//!
+//! The five steps of a removal, in this order: (1) with monitor_lock
+//! held, mark the monitor dead and take it off `mon_list`, so that no
+//! event broadcast can write to it once its context changes; (2) cancel
+//! a pending `out_watch` while the monitor's context is still right;
+//! (3) detach the chardev's handlers, keeping the connection for a
+//! reply still owed; (4) drop the requests a read already queued; (5)
+//! free the monitor, or leave that to the dispatcher if it is running
+//! one of the monitor's requests.
 
 use std::{
     cell::RefCell,
@@ -286,7 +295,7 @@ fn finish_removal(ml: MainLoop<'_>, mon: RemovedMonitor) {
     mon.finish(ml, removal);
 }
 
-/// monitor-remove: the five steps of SPEC.md, in order.
+/// monitor-remove: the five steps (see the module comment), in order.
 pub fn remove(ml: MainLoop<'_>, id: &CStr) -> Result<(), QmpError> {
     let mon = MonitorList::lock().unlink_id(id)?; // step 1
     delete_object(ml, &mon);

@@ -427,21 +427,24 @@ impl LaneExec {
         {
             return Ok(());
         }
+        self.wait_connected(chr, false)
+    }
+
+    /// Polls the socket chardev's `connected` until it is `want`.
+    fn wait_connected(&mut self, chr: &str, want: bool) -> Res {
         let deadline = Instant::now() + SETTLE_LIMIT;
         loop {
             let path = format!("/chardevs/{chr}");
             let rsp = self.ctl_call("qom-get", json!({"path": path, "property": "connected"}))?;
             match rsp.get("return") {
-                Some(Value::Bool(false)) => return Ok(()),
-                Some(Value::Bool(true)) if Instant::now() < deadline => {
+                Some(Value::Bool(b)) if *b == want => return Ok(()),
+                Some(Value::Bool(_)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(2))
                 }
                 _ => {
                     return Err(Failure::new(
                         Kind::State,
-                        format!(
-                            "{chr} still connected {SETTLE_LIMIT:?} after its client left: {rsp}"
-                        ),
+                        format!("{chr}: connected is not {want} after {SETTLE_LIMIT:?}: {rsp}"),
                     ))
                 }
             }
@@ -513,6 +516,11 @@ impl LaneExec {
             .map_err(|e| Failure::new(Kind::Io, format!("connect to {chr}: {e}")))?;
         self.model.connect(client, chr);
         let due = self.model.chrs[chr].monitor.is_some();
+        if !due {
+            // no greeting tells when QEMU has accepted; wait_hangup
+            // relies on it having done so
+            self.wait_connected(chr, true)?;
+        }
         let track = self.model.lane == 0;
         self.clients.insert(
             client.to_owned(),

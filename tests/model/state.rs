@@ -239,7 +239,7 @@ impl Lane {
     pub fn expect_monitor_remove(&self, shared: &Shared, id: &str, object: bool) -> Expect {
         if object {
             return match self.mon(id) {
-                Some(m) if m.dying => Expect::Racy,
+                Some(m) if m.object && m.dying => Expect::Racy,
                 Some(m) if m.object => Expect::Ok,
                 _ => Expect::Err(format!("object '{id}' not found")),
             };
