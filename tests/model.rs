@@ -12,8 +12,8 @@
 //! socketpairs, stop/cont).  The lanes of a round run in threads of
 //! their own, each on objects it owns; at every sync point
 //! query-monitors, query-chardev, the monitor-qmp objects in /objects
-//! and the getfd fds QEMU holds must match the model, and every reply a client read is checked (see
-//! model/client.rs).  A failing plan is shrunk and printed.
+//! and the getfd fds QEMU holds must match the model, and every reply
+//! a client read is checked (see model/client.rs).  A failing plan is shrunk and printed.
 //!
 //! `cargo test --test model` runs 3 seeds of about 200 steps.  More:
 //! `make fuzz SEEDS=N` (the `#[ignore]`d `model_fuzz`).  Environment:

@@ -206,11 +206,12 @@ impl Lane {
     /// checks the id's form and adds the object to /objects before the
     /// monitor's own checks run.
     pub fn expect_monitor_add(&self, shared: &Shared, id: &str, chr: &str, object: bool) -> Expect {
-        if object && !well_formed(id) {
-            return Expect::Err("Parameter 'id' expects an identifier".into());
-        }
         if !well_formed(id) {
-            return Expect::Err(invalid_id(id));
+            return Expect::Err(if object {
+                "Parameter 'id' expects an identifier".into()
+            } else {
+                invalid_id(id)
+            });
         }
         if object && self.mon(id).is_some_and(|m| m.object) {
             return Expect::Err(format!(
