@@ -193,10 +193,14 @@ fn quit_with_dynamic_monitors_attached() {
     qemu.add_socket_chardev("idle");
     qemu.monitor_add("c", "idle");
     assert_eq!(qemu.ids(), ["compat_monitor0", "a", "b", "c"]);
-    let status = qemu.quit();
+    let (status, events) = qemu.quit_with_events();
     assert!(status.success(), "{status}");
-    a.expect_eof();
-    b.expect_eof();
+    // Both are in command mode until the exit tears them down: each
+    // gets what the manager got, SHUTDOWN, and nothing else.
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "SHUTDOWN", "{events:?}");
+    assert_eq!(a.expect_eof_after(&events), events);
+    assert_eq!(b.expect_eof_after(&events), events);
 }
 
 #[test]

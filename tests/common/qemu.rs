@@ -238,6 +238,23 @@ impl Qemu {
         v
     }
 
+    /// Sends quit, reads the manager's connection to its end and waits
+    /// for QEMU to exit.  Returns the exit status and every event the
+    /// manager got (SHUTDOWN among them): those broadcast before the
+    /// monitors were torn down, which their clients may get too (see
+    /// `Qmp::expect_eof_after`).
+    pub fn quit_with_events(mut self) -> (ExitStatus, Vec<Value>) {
+        let rsp = self.mgr.call(json!({"execute": "quit"}));
+        assert_eq!(rsp, json!({"return": {}}), "quit");
+        if let Some(m) = self.mgr.recv_reply() {
+            panic!("a reply after quit's: {m}");
+        }
+        let events = std::mem::take(&mut self.mgr.events);
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (status, events)
+    }
+
     /// Sends quit and waits for QEMU to exit.
     pub fn quit(mut self) -> ExitStatus {
         self.mgr.send(&json!({"execute": "quit"}));

@@ -239,10 +239,17 @@ impl Qmp {
     }
 
     /// `recv`, where `what` says what is awaited, for the timeout panic.
+    /// A last line without its newline is half a message (SPEC: a
+    /// connection ends on a message boundary): a panic, not a message.
     fn recv_for(&mut self, what: &dyn Fn() -> String) -> Option<Value> {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) => None,
+            Ok(_) if !line.ends_with('\n') => panic!(
+                "the connection ended inside a message, while waiting for {}: {}",
+                what(),
+                brief(&format!("{line:?}"))
+            ),
             Ok(_) => Some(
                 serde_json::from_str(line.trim())
                     .unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
@@ -358,11 +365,41 @@ impl Qmp {
         }
     }
 
-    /// The connection is closed with nothing more to read but events.
+    /// The connection ends (on a message boundary) with nothing more to
+    /// read: no reply and no event.  For a client whose monitor was
+    /// removed while no event was broadcast.
     pub fn expect_eof(&mut self) {
-        if let Some(msg) = self.recv_reply_for(&|| "the end of the connection".to_owned()) {
-            panic!("expected EOF, got {msg}");
+        self.expect_eof_after(&[]);
+    }
+
+    /// The end of a removed monitor's connection: nothing more to read
+    /// but events from `emitted_before`, then EOF on a message boundary.
+    /// Returns the events that came.
+    ///
+    /// `emitted_before` are the events broadcast before the removal, as
+    /// a monitor that outlives it (the manager) saw them before the
+    /// removal's reply: an event is one QDict, timestamp included, sent
+    /// to every monitor in `mon_list` order under `monitor_lock`, and the
+    /// removal takes the monitor off `mon_list` under that lock before
+    /// it replies.  So an event that the removed monitor's client gets
+    /// and the manager did not see before the reply was sent to a
+    /// removed monitor (SPEC, "Events and shutdown"), or is a reply.
+    pub fn expect_eof_after(&mut self, emitted_before: &[Value]) -> Vec<Value> {
+        let mut got = Vec::new();
+        while let Some(msg) = self.recv_for(&|| "the end of the connection".to_owned()) {
+            assert!(
+                msg.get("event").is_some(),
+                "expected EOF, got {}",
+                brief(&msg.to_string())
+            );
+            assert!(
+                emitted_before.contains(&msg),
+                "an event broadcast after the monitor was removed (or never): {msg}; \
+                 the events broadcast before: {emitted_before:?}"
+            );
+            got.push(msg);
         }
+        got
     }
 
     /// Sends a message with `fd` attached (SCM_RIGHTS), as getfd needs.
