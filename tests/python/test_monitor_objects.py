@@ -7,12 +7,15 @@ QEMU in build/bin.  Outcomes are asserted exactly, in both views of the
 monitors (query-monitors and /objects), and every wait is bounded."""
 
 import asyncio
+import os
 import random
+import sys
 import threading
 import time
 import unittest
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ExecInterruptedError, QMPClient
+from qemu.qmp.protocol import StateError
 
 from test_qemu_qmp import TIMEOUT, BoundedQMP, Qemu, bounded, timed_out
 
@@ -115,40 +118,49 @@ class MonitorObjects(unittest.TestCase):
 
     def test_hotplug_stress(self):
         """object-del while a client floods the monitor with large
-        replies and event-generating commands, ten times."""
+        replies and event-generating commands, ten times, after a random
+        delay each time (seeded: QMH_SEED replays a run).  The client may
+        see only one kind of end, its monitor going away: anything else
+        (a bounded wait that timed out, a command that failed, half a
+        message) fails the test."""
+        seed = int(os.environ.get("QMH_SEED") or random.randrange(1 << 32))
+        print(f"test_hotplug_stress: seed {seed} (replay with QMH_SEED={seed})", file=sys.stderr)
+        rng = random.Random(seed)
         failures = []
 
         async def flood(connected):
             client = QMPClient("hotplug")
-            await bounded(client.connect(self.sock), "the greeting")
-            connected.set()
             try:
-                while True:
-                    await bounded(client.execute("query-qmp-schema"), "query-qmp-schema")
-                    await bounded(client.execute("stop"), "stop")
-                    await bounded(client.execute("cont"), "cont")
-            except AssertionError as e:  # a bounded wait timed out
-                failures.append(str(e))
-            except Exception:  # the monitor went away under the client
-                pass
-            try:
-                await bounded(client.disconnect(), "the disconnect")
-            except (ConnectionResetError, EOFError, BrokenPipeError):
-                pass
+                await bounded(client.connect(self.sock), "the greeting")
+                connected.set()
+                try:
+                    while True:
+                        await bounded(client.execute("query-qmp-schema"), "query-qmp-schema")
+                        await bounded(client.execute("stop"), "stop")
+                        await bounded(client.execute("cont"), "cont")
+                except (ExecInterruptedError, StateError):
+                    pass  # the monitor went away under the client
+                try:
+                    # says how the connection ended
+                    await bounded(client.disconnect(), "the disconnect")
+                except (ConnectionResetError, EOFError, BrokenPipeError):
+                    pass
+            except Exception as e:  # pylint: disable=broad-except
+                failures.append(f"{type(e).__name__}: {e}")
 
-        for _ in range(10):
+        for n in range(10):
             self.add_monitor()
             connected = threading.Event()
             thread = threading.Thread(target=lambda: asyncio.run(flood(connected)))
             thread.start()
             # the removal races the flood, not the connect
             if not connected.wait(TIMEOUT):
-                raise timed_out("the flooding client to connect")
-            time.sleep(random.random() / 2)
+                raise timed_out(f"the flooding client to connect ({failures})")
+            time.sleep(rng.random() / 2)
             self.remove_monitor()
             thread.join(TIMEOUT)
             self.assertFalse(thread.is_alive(), "the flooding client never saw its monitor go")
-        self.assertEqual(failures, [])
+            self.assertEqual(failures, [], f"round {n}, seed {seed}")
         self.qemu.cmd("cont")  # the last removal may have come between stop and cont
         self.assertEqual(self.qemu.cmd("query-status")["status"], "running")
 
