@@ -83,7 +83,7 @@ fn vmspawn_session(qemu: &mut Qemu, name: &str) -> OwnedFd {
 #[test]
 fn vmspawn_one_shot_sessions_leave_nothing_behind() {
     let mut qemu = Qemu::start(&[]);
-    let fds_before = qemu.fds().len();
+    let fds_before = qemu.fds();
     let chardevs_before = qemu.chardev_labels();
     for round in 0..200 {
         let name = format!("vmspawn{round}");
@@ -101,7 +101,7 @@ fn vmspawn_one_shot_sessions_leave_nothing_behind() {
     wait_until("all chardevs to go", || {
         qemu.chardev_labels() == chardevs_before
     });
-    wait_until("fds back to the start", || qemu.fds().len() == fds_before);
+    qemu.wait_fds(&fds_before, "after 200 one-shot sessions");
     assert!(qemu.quit().success());
 }
 

@@ -137,7 +137,12 @@ fn events_reach_dynamic_monitors_until_removed() {
 #[test]
 fn getfd_fds_are_closed_with_their_monitor() {
     let mut qemu = Qemu::start(&[]);
-    let mut client = qemu.dynamic_client("m1", &[]);
+    qemu.add_socket_chardev("m1-chr");
+    qemu.monitor_add("m1", "m1-chr");
+    // Before the client: the chardev's listening socket is in it.
+    let without_client = qemu.fds();
+    let mut client = Qmp::connect(&qemu.sock("m1-chr"));
+    client.handshake(&[]);
     let mut fds = [0; 2];
     // SAFETY: pipe fills the array with two fresh fds.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -155,17 +160,29 @@ fn getfd_fds_are_closed_with_their_monitor() {
     );
     let pipe = std::fs::read_link(format!("/proc/self/fd/{}", wr.as_raw_fd())).expect("link");
     let pipe = pipe.display().to_string();
-    assert_eq!(qemu.fds().iter().filter(|f| **f == pipe).count(), 1);
+    // Exactly one fd more: the pipe's end.
+    let held: Vec<_> = qemu
+        .fds()
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    assert_eq!(
+        held.iter().map(|f| f.1.as_str()).collect::<Vec<_>>(),
+        [pipe.as_str()],
+        "{held:?}"
+    );
+    assert!(before.iter().all(|f| qemu.fds().contains(f)));
     qemu.monitor_remove("m1");
     client.expect_eof();
-    assert_eq!(qemu.fds().iter().filter(|f| **f == pipe).count(), 0);
+    assert!(
+        qemu.fds().iter().all(|f| f.1 != pipe),
+        "the getfd fd outlived its monitor"
+    );
     // QEMU closes its end of the connection once the client closed its
-    // own (src/farewell.rs); then only the connection is gone (the
-    // chardev still listens).
+    // own (src/farewell.rs); then the fds are those before the client
+    // came (the chardev still listens).
     drop(client);
-    common::wait_until("QEMU to close the connection", || {
-        qemu.fds().len() == before.len() - 1
-    });
+    qemu.wait_fds(&without_client, "the connection closed");
     drop((rd, wr));
     assert!(qemu.quit().success());
 }

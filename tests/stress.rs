@@ -160,6 +160,59 @@ fn churn_ringbuf_chardev() {
     finish(qemu, wd, &base, "churn_ringbuf_chardev");
 }
 
+/// The same through QEMU 11.1's spelling: object-add monitor-qmp, a
+/// client, object-del.  Every fourth cycle is a one-shot session
+/// (close-action=delete) whose client's leaving takes monitor, object
+/// and chardev; of the others, half are deleted with their client still
+/// connected (it sees the end), half after it left.
+#[test]
+fn churn_monitor_qmp_objects() {
+    let what = "churn_monitor_qmp_objects";
+    let t0 = Instant::now();
+    let mut qemu = Qemu::start(&[]);
+    let wd = Watchdog::arm(what, qemu.pid(), LIMIT);
+    let start = qemu.snapshot();
+    let mut warm = None;
+    for i in 0..CHURN_CYCLES {
+        if i == WARMUP {
+            warm = Some(qemu.snapshot());
+        }
+        let ctx = format!("{what} cycle {i}");
+        let (chr, id) = (format!("o{i}"), format!("obj{i}"));
+        let path = qemu.sock(&chr);
+        chardev_add(&mut qemu.mgr, &chr, &path);
+        let one_shot = i % 4 == 3;
+        qemu.mgr.ok(
+            "object-add",
+            json!({"qom-type": "monitor-qmp", "id": id, "chardev": chr,
+                   "close-action": if one_shot { "delete" } else { "none" }}),
+        );
+        let mut client = Qmp::connect(&path);
+        let caps: &[&str] = if i % 2 == 0 { &[] } else { &["oob"] };
+        assert_eq!(client.handshake(caps), ["oob"], "{ctx}");
+        assert_eq!(client.ok("query-name", json!({})), json!({}), "{ctx}");
+        if one_shot {
+            drop(client);
+            wait_until("the one-shot session's chardev to go", || {
+                !qemu.chardev_labels().contains(&chr)
+            });
+            assert!(!qemu.ids().contains(&id), "{ctx}: monitor left behind");
+            continue;
+        }
+        if i % 4 == 0 {
+            qemu.mgr.ok("object-del", json!({"id": id}));
+            client.expect_eof();
+        } else {
+            drop(client);
+            qemu.mgr.ok("object-del", json!({"id": id}));
+        }
+        qemu.mgr.ok("chardev-remove", json!({"id": chr}));
+    }
+    report(what, t0, CHURN_CYCLES, "");
+    let base = baseline(&start, &warm.expect("warm-up"));
+    finish(qemu, wd, &base, what);
+}
+
 // ---------------------------------------------------------------------
 // Flooding clients
 // ---------------------------------------------------------------------

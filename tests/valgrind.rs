@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! The churn scenario under valgrind memcheck: no memory error, and no
-//! byte definitely or indirectly lost, with only QEMU's known one-off
-//! start-up allocations suppressed (tests/valgrind/qemu.supp says why
-//! for each).  Slow, so it is #[ignore]d; `make check-valgrind` runs it.
+//! The churn scenario under valgrind memcheck, through both spellings
+//! (monitor-add/-remove and object-add monitor-qmp/object-del): no
+//! memory error, and no byte definitely or indirectly lost, with only
+//! QEMU's known one-off start-up allocations suppressed
+//! (tests/valgrind/qemu.supp says why for each).  Slow, so it is #[ignore]d; `make check-valgrind` runs it.
 
 mod common;
 
@@ -99,12 +100,29 @@ fn churn_leaks_nothing() {
         };
         mgr.ok("chardev-add", chardev);
         let close_action = if i % 4 == 2 { "delete" } else { "none" };
-        mgr.ok(
-            "monitor-add",
-            json!({"id": id, "chardev": id, "close-action": close_action}),
-        );
+        // Every other run of four cycles in QEMU 11.1's spelling: the
+        // monitor is made by object-add monitor-qmp, and the manager
+        // removes it by object-del.
+        let via_object = i % 8 >= 4;
+        if via_object {
+            mgr.ok(
+                "object-add",
+                json!({"qom-type": "monitor-qmp", "id": id, "chardev": id,
+                       "close-action": close_action}),
+            );
+        } else {
+            mgr.ok(
+                "monitor-add",
+                json!({"id": id, "chardev": id, "close-action": close_action}),
+            );
+        }
+        let remove = if via_object {
+            ("object-del", json!({"id": id}))
+        } else {
+            ("monitor-remove", json!({"id": id}))
+        };
         if main_loop {
-            mgr.ok("monitor-remove", json!({"id": id}));
+            mgr.ok(remove.0, remove.1);
             mgr.ok("chardev-remove", json!({"id": id}));
             continue;
         }
@@ -129,12 +147,13 @@ fn churn_leaks_nothing() {
                 // and with a batch being read: what is still unparsed
                 // goes with the monitor (qemu-patches 0013)
                 client.send_raw(&batch(BATCH));
-                mgr.ok("monitor-remove", json!({"id": id}));
+                mgr.ok(remove.0, remove.1);
                 while client.recv_reply().is_some() {}
                 mgr.ok("chardev-remove", json!({"id": id}));
             }
             1 => {
-                // removes itself in the middle of a batch
+                // removes itself in the middle of a batch (monitor-remove
+                // also for an object: object-del refuses the caller)
                 let mut requests = batch(10);
                 requests.push_str(
                     &json!({"execute": "monitor-remove", "arguments": {"id": id}}).to_string(),
@@ -171,7 +190,14 @@ fn churn_leaks_nothing() {
             "chardev-add",
             socket_chardev(&id, &dir.join(format!("{id}.sock"))),
         );
-        mgr.ok("monitor-add", json!({"id": id, "chardev": id}));
+        if i == 2 {
+            mgr.ok(
+                "object-add",
+                json!({"qom-type": "monitor-qmp", "id": id, "chardev": id}),
+            );
+        } else {
+            mgr.ok("monitor-add", json!({"id": id, "chardev": id}));
+        }
     }
     // Quit while removals are under way: a self-removal whose client
     // does not read its large replies, and a one-shot session whose

@@ -227,15 +227,46 @@ impl Qemu {
         v
     }
 
-    /// QEMU's open fds, as link targets (e.g. "pipe:[123]").
-    pub fn fds(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+    /// QEMU's open fds: (number, link target, e.g. "pipe:[123]"), in
+    /// order.  Compared as a whole, not by count: an fd closed and
+    /// another leaked leave the count as it was, not the set.
+    pub fn fds(&self) -> Vec<(RawFd, String)> {
+        let mut v: Vec<(RawFd, String)> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .expect("/proc/PID/fd")
-            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .map(|p| p.display().to_string())
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let fd = e.file_name().to_str()?.parse().ok()?;
+                // An fd closed between readdir and readlink is not open.
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some((fd, target.display().to_string()))
+            })
             .collect();
         v.sort();
         v
+    }
+
+    /// Waits (bounded) until QEMU's fds are exactly `before`: a client's
+    /// close can still be on its way through the I/O thread.  Panics
+    /// with the difference.
+    pub fn wait_fds(&self, before: &[(RawFd, String)], what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let fds = self.fds();
+            if fds == before {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let gone: Vec<_> = before.iter().filter(|f| !fds.contains(f)).collect();
+                let new: Vec<_> = fds.iter().filter(|f| !before.contains(f)).collect();
+                panic!(
+                    "{what}: QEMU's fds are not those of before: {} before, {} now; \
+                     gone {gone:?}, new {new:?}",
+                    before.len(),
+                    fds.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends quit, reads the manager's connection to its end and waits

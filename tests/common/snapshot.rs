@@ -2,8 +2,6 @@
 //! Health snapshots of a QEMU (fds, RSS, monitors, chardevs) and the
 //! check that a scenario left it as it found it.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
 use super::qemu::Qemu;
@@ -11,10 +9,12 @@ use super::qemu::Qemu;
 /// What must be the same after a scenario as before it.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub fds: Vec<String>,
+    pub fds: Vec<(std::os::fd::RawFd, String)>,
     pub rss_kb: u64,
     pub monitors: Value,
     pub chardevs: Vec<String>,
+    /// /objects, as "name type" (monitors are objects too), sorted.
+    pub objects: Vec<String>,
 }
 
 impl Qemu {
@@ -52,13 +52,28 @@ impl Qemu {
             rss_kb: self.rss_kb(),
             monitors,
             chardevs,
+            objects: self.objects(),
         }
     }
 
-    /// Checks the state against `before`: alive, same monitors and
-    /// chardevs, exactly the same number of fds (waited for: a client's
-    /// close can still be on its way through the I/O thread), and RSS
-    /// grown by at most `rss_slack_kb` (skipped under ASan).
+    /// The children of /objects as "name type", sorted.
+    pub fn objects(&mut self) -> Vec<String> {
+        let list = self.mgr.ok("qom-list", json!({"path": "/objects"}));
+        let mut v: Vec<String> = list
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|o| format!("{} {}", o["name"], o["type"]))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Checks the state against `before`: alive, same monitors,
+    /// chardevs and objects, exactly the same fds, numbers and link
+    /// targets (waited for: a client's close can still be on its way
+    /// through the I/O thread), and RSS grown by at most
+    /// `rss_slack_kb` (skipped under ASan).
     pub fn check_against(&mut self, before: &Snapshot, rss_slack_kb: u64, what: &str) {
         self.assert_alive();
         assert_eq!(
@@ -71,23 +86,8 @@ impl Qemu {
             before.chardevs,
             "{what}: chardevs changed"
         );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let fds = self.fds();
-            if fds.len() == before.fds.len() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let gone: Vec<_> = before.fds.iter().filter(|f| !fds.contains(f)).collect();
-                let new: Vec<_> = fds.iter().filter(|f| !before.fds.contains(f)).collect();
-                panic!(
-                    "{what}: {} fds before, {} after; gone {gone:?}, new {new:?}",
-                    before.fds.len(),
-                    fds.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert_eq!(self.objects(), before.objects, "{what}: /objects changed");
+        self.wait_fds(&before.fds, what);
         let rss = self.rss_kb();
         eprintln!(
             "{what}: RSS {} kB before, {rss} kB after ({:+} kB)",
