@@ -6,17 +6,32 @@
 
 mod common;
 
+// farewell.rs needs no QEMU symbol, but the crate builds it only inside
+// QEMU (src/lib.rs): built here too, its unit tests run with these.
+#[allow(dead_code)]
+#[path = "../src/farewell.rs"]
+mod farewell;
+
 use std::{
+    os::fd::RawFd,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use common::{wait_until, Qemu, Qmp};
+use common::{wait_until, Qemu, Qmp, IO_TIMEOUT};
 use serde_json::{json, Value};
 
-/// What a removed monitor's connection may take to end: farewell's
-/// timeout (5 s, src/farewell.rs) plus slack for a loaded machine.
+/// How long a removed monitor's client may take no byte before its
+/// connection is cut.
+const IDLE_BOUND: Duration = farewell::TIMEOUT;
+
+/// What a removed monitor's connection may take to end once its client
+/// stops reading: [`IDLE_BOUND`] plus slack for a loaded machine.
 const CUT_OFF: Duration = Duration::from_secs(15);
+
+/// The pace of issue 24's slow reader: 64 KiB every 200 ms.
+const SLOW_CHUNK: usize = 64 * 1024;
+const SLOW_PAUSE: Duration = Duration::from_millis(200);
 
 /// The messages of a byte stream that must end on a message boundary:
 /// every line is one JSON value, and nothing follows the last newline.
@@ -135,6 +150,178 @@ fn a_self_removal_delivers_everything_owed_before_closing() {
     assert!(qemu.quit().success());
 }
 
+/// A client of monitor `id` that asks for at least `bytes` of
+/// query-qmp-schema replies (ids 0, 1, ...), then removes its own
+/// monitor (id "bye"), and reads nothing: once the monitor is gone from
+/// query-monitors, all of it is owed.  Returns the client and the
+/// number of schemas asked for.
+fn self_removal_owing(qemu: &mut Qemu, id: &str, bytes: usize) -> (Qmp, usize) {
+    // serde's compact JSON is shorter than QEMU's: the wire has more.
+    let schema = qemu.mgr.ok("query-qmp-schema", json!({})).to_string().len();
+    let n = bytes.div_ceil(schema);
+    let mut client = qemu.dynamic_client(id, &[]);
+    let mut text = String::new();
+    for i in 0..n {
+        text += &format!("{{\"execute\": \"query-qmp-schema\", \"id\": {i}}}\n");
+    }
+    text += &format!(
+        "{{\"execute\": \"monitor-remove\", \"arguments\": {{\"id\": \"{id}\"}}, \"id\": \"bye\"}}\n"
+    );
+    client.send_raw(&text);
+    wait_until("the monitor to go", || !qemu.ids().iter().any(|m| m == id));
+    (client, n)
+}
+
+/// Waits up to `limit` for `events` on `fd` (POLLHUP and POLLERR are
+/// always reported); the revents, or 0 if nothing came.
+fn poll_once(fd: RawFd, events: libc::c_short, limit: Duration) -> libc::c_short {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            n if n > 0 => return pfd.revents,
+            0 => return 0,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
+            }
+        }
+    }
+}
+
+/// Reads at most `chunk` bytes of what `fd` has, waiting up to
+/// `IO_TIMEOUT` for the first.  None at the end of the connection
+/// (EOF, or a reset once everything before it was read).
+fn read_chunk(fd: RawFd, chunk: usize) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; chunk];
+    let mut got = 0;
+    while got < chunk {
+        let wait = if got == 0 { IO_TIMEOUT } else { Duration::ZERO };
+        if poll_once(fd, libc::POLLIN, wait) == 0 {
+            assert!(got > 0, "nothing to read for {IO_TIMEOUT:?}");
+            break;
+        }
+        // SAFETY: out[got..] is a valid writable buffer; fd is open.
+        let n = unsafe { libc::read(fd, out[got..].as_mut_ptr().cast(), chunk - got) };
+        match usize::try_from(n) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(_) => match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::ECONNRESET) => break,
+                _ => panic!("read: {}", std::io::Error::last_os_error()),
+            },
+        }
+    }
+    out.truncate(got);
+    (got > 0).then_some(out)
+}
+
+/// Issue 24: a client that removes its own monitor while it is owed
+/// about 2 MB and then reads 64 KiB every 200 ms (more than
+/// [`IDLE_BOUND`] in all) gets every reply, whole and in order, the
+/// removal's `{"return": {}}` last, then the end of the connection.
+/// It was cut off 5 s after the removal, inside a reply.
+#[test]
+fn a_slow_reader_gets_everything_owed_however_long_it_takes() {
+    let mut qemu = Qemu::start(&[]);
+    let fds_before = qemu.fds();
+    let (client, n) = self_removal_owing(&mut qemu, "slow", 2_000_000);
+    let t0 = Instant::now();
+    let mut stream = Vec::new();
+    while let Some(chunk) = read_chunk(client.raw_fd(), SLOW_CHUNK) {
+        stream.extend(chunk);
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "still reading after {:?}",
+            t0.elapsed()
+        );
+        std::thread::sleep(SLOW_PAUSE);
+    }
+    let took = t0.elapsed();
+    let replies = whole_messages(&stream, "slow reader");
+    let ids: Vec<Value> = replies.iter().map(|r| r["id"].clone()).collect();
+    let mut want: Vec<Value> = (0..n).map(|i| json!(i)).collect();
+    want.push(json!("bye"));
+    assert_eq!(
+        ids,
+        want,
+        "every reply, in order ({} bytes in {took:?})",
+        stream.len()
+    );
+    for r in &replies[..n] {
+        assert!(
+            r["return"].as_array().is_some_and(|a| a.len() > 100),
+            "a whole schema: {r:.200}"
+        );
+    }
+    assert_eq!(replies[n], json!({"return": {}, "id": "bye"}));
+    // It means something only if reading took longer than the bound.
+    assert!(
+        stream.len() >= 2_000_000 && took > IDLE_BOUND,
+        "{} bytes in {took:?}",
+        stream.len()
+    );
+    drop(client);
+    qemu.mgr.ok("chardev-remove", json!({"id": "slow-chr"}));
+    wait_until("QEMU's fds to be back", || qemu.fds() == fds_before);
+    assert!(qemu.quit().success());
+}
+
+/// A client that reads slowly for longer than [`IDLE_BOUND`], then
+/// stops, is cut off once it has taken no byte for about the bound:
+/// not while it reads, and not long after it stopped.
+#[test]
+fn a_reader_that_stops_is_cut_off_a_bound_after_its_last_byte() {
+    let mut qemu = Qemu::start(&[]);
+    let fds_before = qemu.fds();
+    let (mut client, _) = self_removal_owing(&mut qemu, "stops", 4_000_000);
+    let fd = client.raw_fd();
+    let t0 = Instant::now();
+    let mut taken = 0;
+    let last_read = loop {
+        let chunk = read_chunk(fd, SLOW_CHUNK).unwrap_or_else(|| {
+            panic!(
+                "cut off after {:?} while reading ({taken} bytes)",
+                t0.elapsed()
+            )
+        });
+        taken += chunk.len();
+        if t0.elapsed() > IDLE_BOUND + Duration::from_secs(2) {
+            break Instant::now();
+        }
+        std::thread::sleep(SLOW_PAUSE);
+    };
+    // QEMU closing its end, with data still unread here, is POLLHUP.
+    let revents = poll_once(fd, 0, CUT_OFF);
+    let idle = last_read.elapsed();
+    assert!(
+        revents & libc::POLLHUP != 0,
+        "not cut off {idle:?} after the last read"
+    );
+    assert!(
+        idle > IDLE_BOUND - Duration::from_secs(1),
+        "cut off only {idle:?} after the last read"
+    );
+    client.set_timeout(Duration::from_secs(5));
+    let rest = client.read_to_close();
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("\"bye\""),
+        "cut off, yet the removal's reply came"
+    );
+    drop(client);
+    qemu.mgr.ok("chardev-remove", json!({"id": "stops-chr"}));
+    wait_until("QEMU's fds to be back", || qemu.fds() == fds_before);
+    assert!(qemu.quit().success());
+}
+
 /// Item 3: removal by another monitor while a reading client is in the
 /// middle of large replies: the connection ends on a message boundary.
 #[test]
@@ -169,11 +356,15 @@ fn removal_by_the_manager_ends_on_a_message_boundary() {
 }
 
 /// Reads straight from a client's socket, past its buffered reader
-/// (which has read nothing yet when this is used).
-struct ReadFd(std::os::fd::RawFd);
+/// (which has read nothing yet when this is used); each read waits at
+/// most `IO_TIMEOUT`.
+struct ReadFd(RawFd);
 
 impl std::io::Read for ReadFd {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if poll_once(self.0, libc::POLLIN, IO_TIMEOUT) == 0 {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
         // SAFETY: buf is a valid writable buffer; the fd is open.
         let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
         usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
