@@ -402,6 +402,20 @@ impl Qmp {
         got
     }
 
+    /// Does anything come within `wait` (bytes already read ahead count)?
+    /// For checks that something does not come while it must not: a
+    /// false "no" only makes such a check weaker, never fail.
+    pub fn readable_within(&mut self, wait: Duration) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        match poll_fd(self.raw_fd(), libc::POLLIN, wait) {
+            Ok(()) => true,
+            Err(e) if is_timeout(&e) => false,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+
     /// Sends a message with `fd` attached (SCM_RIGHTS), as getfd needs.
     pub fn send_with_fd(&mut self, msg: &Value, fd: RawFd) {
         if let Err(e) = poll_fd(self.raw_fd(), libc::POLLOUT, self.timeout()) {
