@@ -22,7 +22,7 @@
 use std::{
     cell::RefCell,
     ffi::{c_void, CStr},
-    os::fd::BorrowedFd,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     ptr::{self, NonNull},
 };
 
@@ -47,8 +47,19 @@ pub struct RemovedMonitor {
 struct AfterReply {
     mon: RemovedMonitor,
     chardev_too: bool,
-    /// Output owed to the client, taken before the session ended.
-    owed: Vec<u8>,
+    /// What the removal owes, taken when the monitor was removed.
+    owed: Owed,
+}
+
+/// What a removed monitor owes its client, and the client it owes it
+/// to: both taken at once, in the thread that runs the chardev, so that
+/// the bytes can never reach a later client of the same chardev.
+#[derive(Default)]
+struct Owed {
+    output: Vec<u8>,
+    /// A duplicate of the client's socket (see [`farewell`]); None if
+    /// no plain socket client was connected.
+    client: Option<OwnedFd>,
 }
 
 thread_local! {
@@ -178,26 +189,39 @@ impl RemovedMonitor {
         unsafe { sys::monitor_cancel_bottom_halves(self.as_ptr()) };
     }
 
-    /// Ends the client's connection: a plain socket's connection is
-    /// handed to [`farewell`] with the output `owed`, so that the chardev
-    /// is free at once; on other chardevs the output is dropped.
-    fn hand_off_client(&self, owed: Vec<u8>) {
-        // SAFETY: the frontend is attached, so its chardev is live.
+    /// The socket of the chardev's client, when it is a plain socket.
+    /// Home context: there the chardev connects and disconnects.
+    fn client_socket(&self) -> Option<BorrowedFd<'_>> {
+        // SAFETY: the frontend is attached, so its chardev is live; we
+        // run in the thread that runs its sources.
         let fd = unsafe { sys::qmh_chr_socket_fd(self.chardev()) };
-        let conn = (fd >= 0)
-            .then(|| {
-                // SAFETY: fd is the chardev's open socket, which stays open
-                // until qemu_chr_fe_disconnect below.
-                unsafe { BorrowedFd::borrow_raw(fd) }
-                    .try_clone_to_owned()
-                    .ok()
-            })
-            .flatten();
-        // SAFETY: the handlers are on the main loop (step 3), so this
-        // thread alone uses the chardev.
-        unsafe { sys::qemu_chr_fe_disconnect(self.frontend()) };
-        if let Some(conn) = conn {
-            farewell::start(conn, owed);
+        // SAFETY: fd is the chardev's open socket, which only this
+        // thread could close, and it is used before we return to it.
+        (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// Step 2 and the client it owes that output to.  Home context.
+    fn take_owed(&self) -> Owed {
+        Owed {
+            output: self.take_output(),
+            client: self
+                .client_socket()
+                .and_then(|fd| fd.try_clone_to_owned().ok()),
+        }
+    }
+
+    /// Disconnects the chardev's client if it is the one `owed` is
+    /// for; a client that connected after the removal took the output
+    /// is left alone.  Home context, with the handlers detached (step 3).
+    fn disconnect(&self, owed: &Owed) {
+        let ours = match (&owed.client, self.client_socket()) {
+            (Some(taken), Some(now)) => same_socket(taken.as_fd(), now),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if ours {
+            // SAFETY: the frontend is initialised and we run in its thread.
+            unsafe { sys::qemu_chr_fe_disconnect(self.frontend()) };
         }
     }
 
@@ -215,14 +239,18 @@ impl RemovedMonitor {
     /// Steps 2 to 5, as `removal` says.
     pub fn finish(self, ml: MainLoop<'_>, removal: Removal) {
         match removal {
-            Removal::Now { chardev_too } => self.release(ml, Vec::new(), chardev_too),
+            Removal::Now { chardev_too } => self.release(ml, None, chardev_too),
             Removal::AfterReply { reply, chardev_too } => {
                 let owed = self.in_home_context(ml, |m| {
                     let owed = match reply {
-                        // The out_watch keeps writing until the reply is out.
-                        Reply::Deliver => Vec::new(),
+                        // The out_watch keeps writing until the reply is
+                        // out; the output left then goes to this client.
+                        Reply::Deliver => Owed {
+                            output: Vec::new(),
+                            ..m.take_owed()
+                        },
                         Reply::Drop => {
-                            let owed = m.take_output();
+                            let owed = m.take_owed();
                             m.end_session();
                             owed
                         }
@@ -242,17 +270,31 @@ impl RemovedMonitor {
         }
     }
 
-    /// Steps 2 to 5 for a monitor that nothing else holds.  `owed` is
-    /// output taken from it earlier.
-    fn release(self, ml: MainLoop<'_>, mut owed: Vec<u8>, chardev_too: bool) {
-        owed.extend(self.in_home_context(ml, |m| {
-            let rest = m.take_output();
+    /// Steps 2 to 5 for a monitor that nothing else holds.  `earlier`
+    /// is what [`Self::finish`] took when the monitor was removed: its
+    /// client is the one owed the output.
+    fn release(self, ml: MainLoop<'_>, earlier: Option<Owed>, chardev_too: bool) {
+        let owed = self.in_home_context(ml, move |m| {
+            let rest = m.take_owed();
+            let owed = match earlier {
+                Some(mut owed) => {
+                    owed.output.extend(rest.output);
+                    owed
+                }
+                None => rest,
+            };
             m.detach_handlers(DetachTo::MainLoop);
             m.drain_requests();
             m.cancel_bottom_halves();
-            rest
-        }));
-        self.hand_off_client(owed);
+            m.disconnect(&owed);
+            owed
+        });
+        // A plain socket's client gets what it is owed from farewell, so
+        // that the chardev is free at once; on other chardevs the output
+        // is dropped.
+        if let Some(client) = owed.client {
+            farewell::start(client, owed.output);
+        }
         let chardev = chardev_too.then(|| self.chardev_label().to_owned());
         self.destroy();
         if let Some(label) = chardev {
@@ -353,7 +395,7 @@ pub fn release_after_reply(mon: NonNull<sys::Monitor>) {
         });
         if let Some(r) = found {
             // SAFETY: a bottom half of the main loop's iohandler context.
-            unsafe { MainLoop::enter(|ml| r.mon.release(ml, r.owed, r.chardev_too)) };
+            unsafe { MainLoop::enter(|ml| r.mon.release(ml, Some(r.owed), r.chardev_too)) };
         }
     }
     // SAFETY: the dispatcher hands back a removed monitor, which lives
@@ -370,7 +412,7 @@ pub fn release_after_reply(mon: NonNull<sys::Monitor>) {
 /// did not hand back.
 pub fn release_all_after_reply(ml: MainLoop<'_>) {
     for r in AFTER_REPLY.take() {
-        r.mon.release(ml, r.owed, r.chardev_too);
+        r.mon.release(ml, Some(r.owed), r.chardev_too);
     }
 }
 
@@ -400,4 +442,18 @@ pub fn client_closed(mon: NonNull<sys::Monitor>) {
     // SAFETY: the CHR_EVENT_CLOSED handler runs on a live monitor.
     let serial = unsafe { Monitor::from_raw(mon) }.serial();
     in_main_loop_bh(closed_bh, serial_opaque(serial), c"monitor_qmp_closed");
+}
+
+/// Are `a` and `b` the same socket (not only the same fd number)?
+fn same_socket(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    let id = |fd: BorrowedFd<'_>| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fd is open; fstat writes a whole stat on success.
+        (unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } == 0).then(|| {
+            // SAFETY: fstat succeeded.
+            let st = unsafe { st.assume_init() };
+            (st.st_dev, st.st_ino)
+        })
+    };
+    matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
 }
