@@ -23,7 +23,10 @@ mod watchdog;
 
 pub use fd::{open_pty, owned, socketpair};
 pub use guest::{accels, guest_dir, Console, Guest, BOOT_LIMIT, GUEST_LIMIT};
-pub use qemu::{bin_dir, fd_chardev, kill_if_running, socket_chardev, temp_dir, KillOnDrop, Qemu};
+pub use qemu::{
+    bin_dir, expect_bug, fd_chardev, kill_if_running, on_baseline, socket_chardev, temp_dir,
+    KillOnDrop, Qemu,
+};
 pub use qmp::{send_fd, Incoming, Qmp, IO_TIMEOUT};
 pub use rng::{seed, Rng};
 pub use snapshot::Snapshot;

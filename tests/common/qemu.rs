@@ -23,6 +23,39 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("build/bin"))
 }
 
+/// `QMH_BASELINE=1`: the QEMU under test (QEMU_BIN_DIR) is the baseline
+/// build, QEMU without qemu-patches (`make BASELINE=1 LAB=1 build`, in
+/// build/baseline/bin).  Only the regression tests of bugs that
+/// unpatched QEMU has too are meant to run there, and each must then
+/// see its bug (see [`expect_bug`]): proof that it can fail.
+pub fn on_baseline() -> bool {
+    std::env::var("QMH_BASELINE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The verdict of a regression test of a bug that unpatched QEMU has
+/// too: `found` holds what showed the bug (a message per occurrence),
+/// `tried` says how hard the test looked.  On the patched build nothing
+/// may be found; on the baseline ([`on_baseline`]) the bug must show.
+pub fn expect_bug(what: &str, tried: &str, found: &[String]) {
+    let examples = found.iter().take(5).cloned().collect::<Vec<_>>().join("\n");
+    if on_baseline() {
+        assert!(
+            !found.is_empty(),
+            "{what}: QMH_BASELINE is set, yet unpatched QEMU did not show the bug in {tried}"
+        );
+        eprintln!(
+            "{what}: unpatched QEMU shows the bug ({} in {tried}), as expected:\n{examples}",
+            found.len()
+        );
+    } else {
+        assert!(
+            found.is_empty(),
+            "{what}: {} in {tried}, e.g.:\n{examples}",
+            found.len()
+        );
+    }
+}
+
 /// A patched QEMU with a manager monitor ("-qmp", id compat_monitor0).
 pub struct Qemu {
     pub child: Child,

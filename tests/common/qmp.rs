@@ -259,6 +259,25 @@ impl Qmp {
         }
     }
 
+    /// The next line as it came, without its newline, or None at EOF (a
+    /// last line without its newline comes as it is).  For the tests
+    /// that tell garbage from messages themselves: on unpatched QEMU
+    /// (`QMH_BASELINE`) the bug they look for may garble the stream.
+    pub fn recv_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                Some(String::from_utf8_lossy(&buf).into_owned())
+            }
+            Err(e) if is_timeout(&e) => self.timed_out("a line"),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
     /// Next message that is not an event.
     pub fn recv_reply(&mut self) -> Option<Value> {
         self.recv_reply_for(&|| "a QMP reply".to_owned())
