@@ -153,7 +153,7 @@ fn listed(rsp: Value) -> Vec<String> {
 }
 
 /// Broadcast events while one-shot sessions are being deleted, and quit
-/// with sessions attached.  SPEC ("Events and shutdown"): events reach
+/// with sessions attached.  docs/contract.md ("Events and shutdown"): events reach
 /// every live monitor in command mode and never a removed or
 /// half-removed one.
 ///

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! SPEC, monitor-remove: "a command of that monitor that is already
+//! docs/contract.md, monitor-remove: "a command of that monitor that is already
 //! running finishes, and its response is discarded", and the requests
 //! it had queued are dropped.  Deterministic: the command is parked in
 //! the QMP dispatcher until the test lets it go.
@@ -18,7 +18,7 @@
 //! answer meanwhile).  HMP commands run in the main loop outside it:
 //! HMP's `object_del` removes a monitor-qmp object, which the manager
 //! here has made with object-add (a monitor from monitor-add is no
-//! object, see the README's "object-del acts on objects").  The other
+//! object, see docs/contract.md, "object-del acts on objects").  The other
 //! way a monitor goes while nobody can send a command is its client
 //! leaving a one-shot session (close-action=delete).  (The qtest's way
 //! to block the dispatcher, a blockdev-add that opens a fifo, blocks
@@ -136,7 +136,7 @@ enum Removal {
     /// A one-shot monitor (monitor-add, close-action=delete) whose
     /// client half-closes its connection (shutdown SHUT_WR): QEMU sees
     /// the client leave and removes monitor and chardev, while the
-    /// client can still read whatever comes.  (SPEC, close-action: it
+    /// client can still read whatever comes.  (docs/contract.md, close-action: it
     /// must hold "when the client vanishes mid-command".)
     ClientLeaves,
 }

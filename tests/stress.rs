@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Reliability tests: the races of monitor removal (SPEC.md, "Ordering
-//! rules of removal"), driven many times over real sockets.
+//! Reliability tests: the races of monitor removal (docs/contract.md,
+//! "Removal order"), driven many times over real sockets.
 //!
 //! Every scenario has a fixed number of rounds and no timing assertion:
 //! a watchdog only kills QEMU if the scenario hangs.  Each one ends with
 //! QEMU alive and answering on its original (manager) monitor, with the
 //! same monitors, chardevs and number of open fds as at the start, and
 //! with RSS checked against a baseline (see `RSS_SLACK_KB`).
-//! The README's "Reliability tests" section says, for each test, which
+//! docs/testing.md's "Reliability tests" says, for each test, which
 //! race it drives and what failure it would show.
 
 mod common;
@@ -362,7 +362,7 @@ fn remove_under_flood(oob: bool, what: &str, default_seed: u64) {
         )
         .expect("writer");
         // The client reads all the time, so nothing may be cut off: the
-        // connection ends on a message boundary (SPEC).
+        // connection ends on a message boundary (docs/contract.md).
         assert!(
             tail.is_none(),
             "{what} round {round}: the connection ended inside a message: {tail:?}"
@@ -522,7 +522,7 @@ struct BroadcastSeen {
     events: usize,
     /// Events a client got before the greeting, while its monitor was
     /// in capability negotiation, or after it was removed: not allowed
-    /// (SPEC: events go to live monitors in command mode), collected to
+    /// (docs/contract.md: events go to live monitors in command mode), collected to
     /// report them all at the end while the rest of the scenario still
     /// runs.
     violations: Vec<String>,

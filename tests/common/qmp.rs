@@ -239,7 +239,7 @@ impl Qmp {
     }
 
     /// `recv`, where `what` says what is awaited, for the timeout panic.
-    /// A last line without its newline is half a message (SPEC: a
+    /// A last line without its newline is half a message (docs/contract.md: a
     /// connection ends on a message boundary): a panic, not a message.
     fn recv_for(&mut self, what: &dyn Fn() -> String) -> Option<Value> {
         let mut line = String::new();
@@ -402,7 +402,7 @@ impl Qmp {
     /// removal takes the monitor off `mon_list` under that lock before
     /// it replies.  So an event that the removed monitor's client gets
     /// and the manager did not see before the reply was sent to a
-    /// removed monitor (SPEC, "Events and shutdown"), or is a reply.
+    /// removed monitor (docs/contract.md, "Events and shutdown"), or is a reply.
     pub fn expect_eof_after(&mut self, emitted_before: &[Value]) -> Vec<Value> {
         let mut got = Vec::new();
         while let Some(msg) = self.recv_for(&|| "the end of the connection".to_owned()) {
