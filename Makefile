@@ -185,6 +185,7 @@ check-suite: build check-cargo check-qtest
 check-lint: build
 	$(call stage,rustfmt,cargo fmt --check)
 	$(call stage,clippy,$(CARGO_ENV) cargo clippy --locked --release --all-targets -q -- -D warnings)
+	$(call stage,rustdoc,$(CARGO_ENV) RUSTDOCFLAGS='-D warnings' cargo doc --locked --release --no-deps --document-private-items -q)
 
 # the lab builds cannot boot the guest: they skip its tests (guest_*)
 check-cargo: build $(if $(LAB),,guest)

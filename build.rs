@@ -2,7 +2,7 @@
 //! Generates Rust bindings for the QEMU API the crate uses and compiles
 //! the C shim, both with the flags QEMU's own build uses for
 //! monitor/qmp.c.  QEMU's meson passes its directories through
-//! QEMU_SRC_DIR and QEMU_BUILD_DIR (cargo-build.py, next to the
+//! `QEMU_SRC_DIR` and `QEMU_BUILD_DIR` (cargo-build.py, next to the
 //! meson.build that runs it).
 
 use std::{
@@ -20,7 +20,7 @@ fn required_dir(var: &str) -> PathBuf {
 }
 
 /// The preprocessor flags QEMU compiles monitor/qmp.c with, made
-/// absolute, from meson's compile_commands.json.
+/// absolute, from meson's `compile_commands.json`.
 fn qemu_cflags(build: &Path) -> Vec<String> {
     let db = build.join("compile_commands.json");
     println!("cargo:rerun-if-changed={}", db.display());
@@ -90,7 +90,7 @@ fn shell_split(cmd: &str) -> Vec<String> {
     words
 }
 
-/// Types Rust only passes by pointer (or, for QemuMutex, embeds without
+/// Types Rust only passes by pointer (or, for `QemuMutex`, embeds without
 /// looking inside): bindgen keeps their size and alignment, not fields.
 const OPAQUE: &str = "Chardev|MonitorQMP|QEMUBH|IOThread|AioContext|Coroutine|Error|QemuMutex\
                       |QIOChannel|Object|UserCreatable";
@@ -167,6 +167,9 @@ fn main() {
              |object_resolve_path_component|object_dynamic_cast\
              |object_get_canonical_path_component",
         )
+        // C enums that Rust reads from C, as Rust enums: QAPI only ever
+        // stores the values of the enum
+        .rustified_enum("MonitorQMPCloseAction|MonitorMode")
         .allowlist_type(OPAQUE)
         .opaque_type(OPAQUE)
         .generate()

@@ -19,7 +19,7 @@ fold_crate() {
     h=$src/monitor/hotplug
     mkdir -p "$h/src"
     cp "$top/meson-glue/meson.build" "$top/meson-glue/cargo-build.py" "$h/"
-    for f in $crate_files; do cp "$top/$f" "$h/$f"; done
+    for f in $crate_files; do mkdir -p "$(dirname "$h/$f")" && cp "$top/$f" "$h/$f"; done
     # QEMU's tree has no benches/ for the project's [[bench]] target
     python3 -c 'import sys; t = open(sys.argv[1]).read().split("\n# `make bench`")[0]
 open(sys.argv[1], "w").write(t.rstrip("\n") + "\n")' "$h/Cargo.toml"

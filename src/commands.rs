@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! The functions QEMU's C code calls: the QMP command handlers that
 //! QAPI's generated marshallers call, the hooks of the dispatcher, of a
-//! monitor's CHR_EVENT_CLOSED handler and of monitor_cleanup(), and the
-//! complete, check_delete and unparent steps of the monitor objects.
+//! monitor's `CHR_EVENT_CLOSED` handler and of `monitor_cleanup()`, and the
+//! complete, `check_delete` and unparent steps of the monitor objects.
 //! Each turns C arguments into Rust values, calls plain Rust, and
 //! writes the outcome back for C.
 //!
 //! Thread: the QMP handlers run in the main loop thread with the BQL,
-//! outside coroutine context (qmp_dispatch() runs a command that is not
+//! outside coroutine context (`qmp_dispatch()` runs a command that is not
 //! coroutine-safe in a bottom half), so they may wait for the monitor
 //! I/O thread; each hook says where it runs.
 
@@ -18,11 +18,13 @@ use std::{
 
 use foreign_types::ForeignType;
 
-#[cfg(qemu_monitor_objects)]
-use crate::objects;
 use crate::{
-    bindings as sys, monitors::NewMonitor, qapi_error::QmpError, query, removed, threads::MainLoop,
+    add::NewMonitor,
+    qemu::{error::QmpError, sys, MainLoop, Monitor},
+    query, remove,
 };
+#[cfg(qemu_monitor_objects)]
+use crate::{objects, qemu::object::MonitorObject};
 
 // A schema change that alters a handler's C type breaks the build here
 // instead of crashing QEMU at run time.
@@ -56,7 +58,7 @@ pub unsafe extern "C" fn qmp_monitor_add(
     let close_action = if has_close_action {
         close_action
     } else {
-        sys::MonitorQMPCloseAction_MONITOR_QMP_CLOSE_ACTION_NONE
+        sys::MonitorQMPCloseAction::MONITOR_QMP_CLOSE_ACTION_NONE
     };
     let new = NewMonitor {
         id,
@@ -67,7 +69,9 @@ pub unsafe extern "C" fn qmp_monitor_add(
     // SAFETY: QMP handlers run there (see the module comment).
     let res = unsafe { MainLoop::enter(|ml| new.add_qmp(ml, close_action)) };
     // SAFETY: errp comes from the marshaller.
-    unsafe { QmpError::ok_or_propagate(res, errp, c"qmp_monitor_add") };
+    unsafe {
+        QmpError::ok_or_propagate(res, errp, c"qmp_monitor_add");
+    }
 }
 
 /// # Safety
@@ -77,9 +81,11 @@ pub unsafe extern "C" fn qmp_monitor_remove(id: *const c_char, errp: *mut *mut s
     // SAFETY: QAPI passes a valid, non-NULL string.
     let id = unsafe { arg(id) };
     // SAFETY: QMP handlers run there (see the module comment).
-    let res = unsafe { MainLoop::enter(|ml| removed::remove(ml, id)) };
+    let res = unsafe { MainLoop::enter(|ml| remove::remove(ml, id)) };
     // SAFETY: errp comes from the marshaller.
-    unsafe { QmpError::ok_or_propagate(res, errp, c"qmp_monitor_remove") };
+    unsafe {
+        QmpError::ok_or_propagate(res, errp, c"qmp_monitor_remove");
+    }
 }
 
 /// # Safety
@@ -101,31 +107,36 @@ pub unsafe extern "C" fn qmp_query_monitors(
 #[no_mangle]
 pub unsafe extern "C" fn monitor_qmp_release_removed(mon: *mut sys::Monitor) {
     if let Some(mon) = NonNull::new(mon) {
-        removed::release_after_reply(mon);
+        // SAFETY: the dispatcher hands back a removed monitor, which
+        // lives until the removal releases it, later in the main loop.
+        remove::release_after_reply(unsafe { Monitor::from_raw(mon) }.serial());
     }
 }
 
 /// A close-action=delete monitor's client disconnected.  Called from
-/// the CHR_EVENT_CLOSED handler, in the thread that runs the chardev.
+/// the `CHR_EVENT_CLOSED` handler, in the thread that runs the chardev.
 ///
 /// # Safety
 /// `mon` is a live monitor on `mon_list`.
 #[no_mangle]
 pub unsafe extern "C" fn monitor_qmp_closed(mon: *mut sys::Monitor) {
     if let Some(mon) = NonNull::new(mon) {
-        removed::client_closed(mon);
+        // SAFETY: the CHR_EVENT_CLOSED handler runs on a live monitor.
+        remove::client_closed(unsafe { Monitor::from_raw(mon) }.serial());
     }
 }
 
-/// monitor_cleanup() calls this in the main loop thread, once the
+/// `monitor_cleanup()` calls this in the main loop thread, once the
 /// dispatcher has stopped and while the monitor I/O thread still runs.
 #[no_mangle]
 pub extern "C" fn monitor_qmp_cleanup_removed() {
     // SAFETY: monitor_cleanup() runs with the BQL, outside coroutines.
-    unsafe { MainLoop::enter(removed::release_all_after_reply) };
+    unsafe {
+        MainLoop::enter(remove::release_all_after_reply);
+    }
 }
 
-/// complete() of a monitor-qmp or monitor-hmp object: -object at
+/// `complete()` of a monitor-qmp or monitor-hmp object: -object at
 /// start-up, object-add at runtime (main loop thread, BQL, outside
 /// coroutine context: object-add is not a coroutine command).
 ///
@@ -137,13 +148,17 @@ pub unsafe extern "C" fn monitor_object_complete(
     uc: *mut sys::UserCreatable,
     errp: *mut *mut sys::Error,
 ) {
-    // SAFETY: only monitor objects have this hook; QOM calls it there.
-    let res = unsafe { MainLoop::enter(|ml| objects::MonitorObject::from_uc(uc).complete(ml)) };
+    // SAFETY: only monitor objects have this hook (a UserCreatable is
+    // its Object); QOM calls it there.
+    let res =
+        unsafe { MainLoop::enter(|ml| objects::complete(ml, MonitorObject::from_obj(uc.cast()))) };
     // SAFETY: errp comes from QOM.
-    unsafe { QmpError::ok_or_propagate(res, errp, c"monitor_object_complete") };
+    unsafe {
+        QmpError::ok_or_propagate(res, errp, c"monitor_object_complete");
+    }
 }
 
-/// check_delete() of a monitor object, from object-del (main loop
+/// `check_delete()` of a monitor object, from object-del (main loop
 /// thread, BQL).
 ///
 /// # Safety
@@ -154,14 +169,17 @@ pub unsafe extern "C" fn monitor_object_check_delete(
     uc: *mut sys::UserCreatable,
     errp: *mut *mut sys::Error,
 ) -> bool {
-    // SAFETY: only monitor objects have this hook.
-    let res = unsafe { objects::MonitorObject::from_uc(uc) }.check_delete();
+    // SAFETY: only monitor objects have this hook (a UserCreatable is
+    // its Object); QOM calls it there, outside coroutine context.
+    let res = unsafe {
+        MainLoop::enter(|ml| objects::check_delete(ml, MonitorObject::from_obj(uc.cast())))
+    };
     // SAFETY: errp comes from QOM.
     unsafe { QmpError::ok_or_propagate(res, errp, c"monitor_object_check_delete") }.is_some()
 }
 
-/// unparent() of a monitor object: it leaves /objects (object-del,
-/// monitor-remove, close-action=delete, a failed complete(), exit), in
+/// `unparent()` of a monitor object: it leaves /objects (object-del,
+/// monitor-remove, close-action=delete, a failed `complete()`, exit), in
 /// the main loop thread with the BQL, outside coroutine context.
 ///
 /// # Safety
@@ -170,7 +188,9 @@ pub unsafe extern "C" fn monitor_object_check_delete(
 #[no_mangle]
 pub unsafe extern "C" fn monitor_object_unparent(obj: *mut sys::Object) {
     // SAFETY: only monitor objects have this hook; QOM calls it there.
-    unsafe { MainLoop::enter(|ml| objects::MonitorObject::from_obj(obj).unparent(ml)) };
+    unsafe {
+        MainLoop::enter(|ml| objects::unparent(ml, MonitorObject::from_obj(obj)));
+    }
 }
 
 /// The C string argument `p` of a QAPI command, which QAPI guarantees.

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! The errors of the three commands and of the monitor-qmp and
-//! monitor-hmp objects.  QMP reports each as a plain GenericError whose
+//! monitor-hmp objects.  QMP reports each as a plain `GenericError` whose
 //! text is the `Display` output below, so the text is the interface:
 //! the tests assert it word for word.
 
 use std::fmt;
 
 /// Names longer than this are cut in messages (as QEMU's
-/// monitor_check_new_id() cuts monitor ids), so that a hostile name does
+/// `monitor_check_new_id()` cuts monitor ids), so that a hostile name does
 /// not come back as a huge error.
 const ID_SHOWN_MAX: usize = 64;
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! The `MonitorInfoList` that query-monitors returns.  QAPI frees it
-//! with g_free, so every byte of it comes from g_malloc.
+//! with `g_free`, so every byte of it comes from `g_malloc`.
 
 use std::{
     ffi::{c_char, CStr},
@@ -9,7 +9,7 @@ use std::{
 
 use foreign_types::{foreign_type, ForeignType};
 
-use crate::{bindings as sys, monitor::Monitor, monitors::MonitorList};
+use crate::qemu::{sys, Monitor, MonitorList};
 
 foreign_type! {
     /// A non-empty list owned by us until `into_ptr` hands it to QAPI.
@@ -19,20 +19,20 @@ foreign_type! {
     }
 }
 
-/// `size_of::<T>()` zeroed bytes from g_malloc0, which aborts on OOM.
+/// `size_of::<T>()` zeroed bytes from `g_malloc0`, which aborts on OOM.
 fn g_new0<T>() -> *mut T {
     // SAFETY: g_malloc0 returns a zeroed, suitably aligned allocation.
     unsafe { glib_sys::g_malloc0(size_of::<T>()).cast() }
 }
 
-fn info(m: &Monitor) -> *mut sys::MonitorInfo {
+fn info(list: &MonitorList, m: &Monitor) -> *mut sys::MonitorInfo {
     let info = g_new0::<sys::MonitorInfo>();
     // SAFETY: info is a fresh, zeroed MonitorInfo we own.
     unsafe {
         (*info).id = g_strdup(m.id());
         (*info).mode = m.mode();
-        (*info).chardev = g_strdup(m.chardev_label());
-        (*info).dynamic = m.is_dynamic();
+        (*info).chardev = g_strdup(m.chardev().label());
+        (*info).dynamic = m.is_dynamic(list);
         if let Some(action) = m.close_action() {
             (*info).has_close_action = true;
             (*info).close_action = action;
@@ -51,14 +51,14 @@ pub fn query() -> Option<InfoList> {
         let node = g_new0::<sys::MonitorInfoList>();
         // SAFETY: node is fresh and zeroed; it takes over the tail.
         unsafe {
-            (*node).value = info(m);
+            (*node).value = info(&list, m);
             (*node).next = tail.map_or(std::ptr::null_mut(), ForeignType::into_ptr);
             Some(InfoList::from_ptr(node))
         }
     })
 }
 
-/// `s` copied into g_malloc'd memory, for QAPI to g_free.
+/// `s` copied into `g_malloc`'d memory, for QAPI to `g_free`.
 fn g_strdup(s: &CStr) -> *mut c_char {
     // SAFETY: s is a valid C string; g_strdup copies it.
     unsafe { glib_sys::g_strdup(s.as_ptr()) }

@@ -6,12 +6,6 @@
 
 mod common;
 
-// farewell.rs needs no QEMU symbol, but the crate builds it only inside
-// QEMU (src/lib.rs): built here too, its unit tests run with these.
-#[allow(dead_code)]
-#[path = "../src/farewell.rs"]
-mod farewell;
-
 use std::{
     os::fd::RawFd,
     sync::atomic::{AtomicBool, Ordering},
@@ -23,7 +17,7 @@ use serde_json::{json, Value};
 
 /// How long a removed monitor's client may take no byte before its
 /// connection is cut.
-const IDLE_BOUND: Duration = farewell::TIMEOUT;
+const IDLE_BOUND: Duration = qemu_monitor_hotplug::remove::farewell::TIMEOUT;
 
 /// What a removed monitor's connection may take to end once its client
 /// stops reading: [`IDLE_BOUND`] plus slack for a loaded machine.

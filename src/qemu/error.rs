@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Errors on their way to QEMU's `Error **`: a [`MonitorError`] raised
-//! here, with the place in the Rust source that raised it (as QEMU's
-//! own Rust `util::Error` records it), or an `Error` a QEMU function
-//! returned, handed on as it is.
+//! Errors on their way to QEMU's `Error **`: any Rust error, with the
+//! place in the Rust source that raised it (as QEMU's own Rust
+//! `util::Error` records it), or an `Error` a QEMU function returned,
+//! handed on as it is.
 
 use std::{
     ffi::{c_int, CStr, CString},
@@ -13,7 +13,7 @@ use std::{
 
 use foreign_types::{foreign_type, ForeignType};
 
-use crate::{bindings as sys, errors::MonitorError};
+use super::sys;
 
 foreign_type! {
     /// An `Error *` that QEMU created and we own until we hand it on.
@@ -30,15 +30,16 @@ pub struct QmpError {
 }
 
 enum Kind {
-    Monitor(MonitorError),
+    /// A Rust error: its message.
+    Rust(String),
     Qemu(QemuError),
 }
 
-impl From<MonitorError> for QmpError {
+impl<E: std::error::Error> From<E> for QmpError {
     #[track_caller]
-    fn from(e: MonitorError) -> Self {
+    fn from(e: E) -> Self {
         QmpError {
-            kind: Kind::Monitor(e),
+            kind: Kind::Rust(e.to_string()),
             location: Location::caller(),
         }
     }
@@ -60,7 +61,9 @@ impl QmpError {
             Ok(v) => Some(v),
             Err(err) => {
                 // SAFETY: per the contract.
-                unsafe { err.propagate(errp, func) };
+                unsafe {
+                    err.propagate(errp, func);
+                }
                 None
             }
         }
@@ -77,9 +80,9 @@ impl QmpError {
         match self.kind {
             // SAFETY: errp is valid; error_propagate takes the Error over.
             Kind::Qemu(err) => unsafe { sys::error_propagate(errp, err.into_ptr()) },
-            Kind::Monitor(err) => {
+            Kind::Rust(msg) => {
                 // Ids come from C strings, so a message has no NUL; be safe anyway.
-                let msg = CString::new(err.to_string().replace('\0', "")).unwrap_or_default();
+                let msg = CString::new(msg.replace('\0', "")).unwrap_or_default();
                 let line = c_int::try_from(self.location.line()).unwrap_or(c_int::MAX);
                 // SAFETY: errp is valid; the strings are C strings, and the
                 // Error keeps only src and func, which live for good.
@@ -91,8 +94,8 @@ impl QmpError {
                         func.as_ptr(),
                         c"%s".as_ptr(),
                         msg.as_ptr(),
-                    )
-                };
+                    );
+                }
             }
         }
     }
@@ -104,10 +107,14 @@ impl QmpError {
     pub fn warn(self) {
         let mut err: *mut sys::Error = ptr::null_mut();
         // SAFETY: err is a fresh, NULL slot.
-        unsafe { self.propagate(&mut err, c"warn") };
+        unsafe {
+            self.propagate(&mut err, c"warn");
+        }
         if !err.is_null() {
             // SAFETY: warn_report_err takes ownership of the error.
-            unsafe { sys::warn_report_err(err) };
+            unsafe {
+                sys::warn_report_err(err);
+            }
         }
     }
 }

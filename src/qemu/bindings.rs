@@ -6,7 +6,8 @@
     non_snake_case,
     dead_code,
     unsafe_op_in_unsafe_fn,
-    clippy::all
+    clippy::all,
+    clippy::pedantic
 )]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

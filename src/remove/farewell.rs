@@ -25,7 +25,7 @@ use glib_sys::{
     gboolean, gpointer, GIOCondition, GSourceFunc, G_IO_ERR, G_IO_HUP, G_IO_IN, G_IO_OUT,
 };
 
-/// How long a client may take no byte before it is cut off: no send()
+/// How long a client may take no byte before it is cut off: no `send()`
 /// takes any and the socket's unread send queue does not shrink.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,7 +56,7 @@ impl Progress {
         }
     }
 
-    /// The queue holds `unread` bytes at `now_us`, after a send() that
+    /// The queue holds `unread` bytes at `now_us`, after a `send()` that
     /// took bytes if `sent`: the client took some if either happened or
     /// the queue shrank.
     fn update(&mut self, now_us: i64, unread: c_int, sent: bool) {
@@ -160,7 +160,9 @@ impl Farewell {
         if !self.shut {
             // Everything owed is sent: the client sees EOF after it.
             // SAFETY: fd is an open socket we own.
-            unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+            unsafe {
+                libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR);
+            }
             self.shut = true;
             self.owed = Vec::new();
             self.sent = 0;
@@ -275,7 +277,9 @@ unsafe extern "C" fn dispatch(_fd: c_int, _cond: GIOCondition, data: gpointer) -
         next if next == waiting_for => {
             let wake = farewell.progress.wake_us(now_us());
             // SAFETY: this runs in the dispatch of the current source.
-            unsafe { glib_sys::g_source_set_ready_time(glib_sys::g_main_current_source(), wake) };
+            unsafe {
+                glib_sys::g_source_set_ready_time(glib_sys::g_main_current_source(), wake);
+            }
             *slot = Some((farewell, next));
             glib_sys::GTRUE
         }

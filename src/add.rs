@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! Making new monitors: monitor-add and the monitor objects' complete
+//! step.
+//!
+//! Thread: the main loop thread with the BQL, outside coroutine context
+//! (the [`MainLoop`] arguments).
+
+use std::{ffi::CStr, ptr::NonNull};
+
+use crate::{
+    errors::MonitorError,
+    qemu::{
+        chardev::Chardev,
+        error::{with_local_err, QmpError},
+        sys, MainLoop, Monitor, MonitorList,
+    },
+};
+
+/// What a new monitor is made of: its options, and whether it is made
+/// at runtime (monitor-add, object-add) rather than at start-up.
+pub struct NewMonitor<'s> {
+    pub id: &'s CStr,
+    pub chardev: &'s CStr,
+    pub pretty: bool,
+    pub dynamic: bool,
+}
+
+impl NewMonitor<'_> {
+    /// The checks every new monitor passes, QMP or HMP, before anything
+    /// is created: a well-formed id no monitor has, a chardev that
+    /// exists and has no frontend.  Only the main loop thread creates
+    /// monitors at runtime, so they still hold when the caller creates
+    /// the monitor, before it returns to the main loop.
+    fn claim_chardev<'a>(&self, ml: MainLoop<'a>) -> Result<&'a Chardev, QmpError> {
+        let name = |s: &CStr| s.to_string_lossy().into_owned();
+        // The id checks and their messages are QEMU's, shared with -mon.
+        // SAFETY: id is a C string; errp a fresh slot.
+        with_local_err(|errp| unsafe { sys::monitor_check_new_id(self.id.as_ptr(), errp) })?;
+        let chr = Chardev::find(ml, self.chardev)
+            .ok_or_else(|| MonitorError::ChardevNotFound(name(self.chardev)))?;
+        if chr.has_frontend() {
+            return Err(MonitorError::ChardevInUse(name(self.chardev)).into());
+        }
+        Ok(chr)
+    }
+
+    /// monitor-add, and `complete()` of a monitor-qmp object: a QMP
+    /// monitor.  Returns its serial.
+    pub fn add_qmp(
+        &self,
+        ml: MainLoop<'_>,
+        close_action: sys::MonitorQMPCloseAction,
+    ) -> Result<u64, QmpError> {
+        let chr = self.claim_chardev(ml)?;
+        if close_action == sys::MonitorQMPCloseAction::MONITOR_QMP_CLOSE_ACTION_DELETE
+            && chr.is_defunct()
+        {
+            let label = self.chardev.to_string_lossy().into_owned();
+            return Err(MonitorError::ChardevDefunct(label).into());
+        }
+        // monitor_init_qmp_full returns with the monitor on mon_list and
+        // its handlers installed, also for I/O-thread monitors.
+        let mon = with_local_err(|errp| {
+            // SAFETY: chr is live, id a C string, errp a fresh slot.
+            unsafe {
+                sys::monitor_init_qmp_full(
+                    chr.as_ptr(),
+                    self.pretty,
+                    self.id.as_ptr(),
+                    self.dynamic,
+                    close_action,
+                    errp,
+                )
+            }
+        })?;
+        // It returns NULL only with an error set, when attaching to the
+        // chardev failed: the chardev got a frontend.
+        let mon = NonNull::new(mon).ok_or_else(|| {
+            MonitorError::ChardevInUse(self.chardev.to_string_lossy().into_owned())
+        })?;
+        // SAFETY: just published, and only a main loop bottom half can
+        // remove it, which cannot run before we return.
+        Ok(unsafe { Monitor::from_raw(mon) }.serial())
+    }
+
+    /// `complete()` of a monitor-hmp object: an HMP monitor with readline,
+    /// as `-mon mode=readline` makes.  Returns its serial.
+    #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
+    pub fn add_hmp(&self, ml: MainLoop<'_>) -> Result<u64, QmpError> {
+        if self.pretty {
+            return Err(MonitorError::PrettyHmp.into());
+        }
+        let chr = self.claim_chardev(ml)?;
+        with_local_err(|errp| {
+            // SAFETY: chr is live, id a C string, errp a fresh slot.
+            unsafe { sys::monitor_init_hmp(chr.as_ptr(), true, self.id.as_ptr(), errp) }
+        })?;
+        let list = MonitorList::lock();
+        // monitor_init_hmp returns with the monitor on mon_list, and HMP
+        // monitors are never removed at runtime.
+        let mon = list
+            .find(self.id)
+            .ok_or_else(|| MonitorError::NoSuchMonitor(self.id.to_string_lossy().into_owned()))?;
+        if self.dynamic {
+            list.mark_dynamic(mon);
+        }
+        Ok(mon.serial())
+    }
+}

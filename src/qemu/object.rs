@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! [`MonitorObject`]: a monitor-qmp or monitor-hmp object (QOM), and
+//! deleting one from `/objects`.
+//!
+//! Thread: only the main loop thread, with the BQL, uses monitor
+//! objects: QOM calls their steps there, and their fields are written
+//! there.
+
+use std::ffi::{c_char, CStr, CString};
+
+use super::{error::with_local_err, error::QmpError, main_loop::MainLoop, opaque::Opaque, sys};
+
+/// A monitor object.
+///
+/// # Invariants
+/// The object is live while the reference lives: the length of a QOM
+/// callback, or, for one found in `/objects`, until this thread deletes
+/// it.
+#[repr(transparent)]
+pub struct MonitorObject(Opaque<sys::MonitorObject>);
+
+impl MonitorObject {
+    /// # Safety
+    /// `obj` is a live monitor object, for `'a`, and the caller runs in
+    /// the main loop thread.
+    pub unsafe fn from_obj<'a>(obj: *mut sys::Object) -> &'a Self {
+        // SAFETY: MonitorObject starts with its Object (QOM's rule for
+        // instance structs), and Self is repr(transparent) over it.
+        unsafe { &*obj.cast::<Self>() }
+    }
+
+    /// The monitor object `/objects/<id>`, if there is one.
+    pub fn find<'a>(_: MainLoop<'a>, id: &CStr) -> Option<&'a Self> {
+        // SAFETY: both only read QOM's tree, in the main loop thread.
+        let obj = unsafe {
+            let found =
+                sys::object_resolve_path_component(sys::object_get_objects_root(), id.as_ptr());
+            if found.is_null() {
+                return None;
+            }
+            sys::object_dynamic_cast(found, sys::TYPE_MONITOR_OBJECT.as_ptr().cast())
+        };
+        // SAFETY: a monitor object in /objects stays until this thread
+        // deletes it, which the proof's lifetime 'a rules out.
+        (!obj.is_null()).then(|| unsafe { Self::from_obj(obj.cast()) })
+    }
+
+    fn as_ptr(&self) -> *mut sys::MonitorObject {
+        self.0.as_ptr()
+    }
+
+    pub fn is_qmp(&self) -> bool {
+        // SAFETY: only reads the object's class.
+        !unsafe {
+            sys::object_dynamic_cast(self.as_ptr().cast(), sys::TYPE_MONITOR_QMP.as_ptr().cast())
+        }
+        .is_null()
+    }
+
+    /// Its name in /objects, which is its monitor's id.
+    pub fn id(&self) -> Option<CString> {
+        // SAFETY: returns the name of the object's property in its
+        // parent, which QOM owns, or NULL for an object without parent.
+        let id = unsafe { sys::object_get_canonical_path_component(self.as_ptr().cast()) };
+        // SAFETY: a C string that lives while the object has its parent,
+        // which it keeps during this call; we copy it.
+        (!id.is_null()).then(|| unsafe { CStr::from_ptr(id) }.to_owned())
+    }
+
+    pub fn chardev(&self) -> Option<&CStr> {
+        // SAFETY: a C string or NULL, which its setter alone changes,
+        // and not once the monitor exists.
+        let chardev: *const c_char = unsafe { (*self.as_ptr()).chardev };
+        // SAFETY: as above; the object outlives the borrow.
+        (!chardev.is_null()).then(|| unsafe { CStr::from_ptr(chardev) })
+    }
+
+    pub fn pretty(&self) -> bool {
+        // SAFETY: main loop thread, where the setters run.
+        unsafe { (*self.as_ptr()).pretty }
+    }
+
+    pub fn close_action(&self) -> sys::MonitorQMPCloseAction {
+        // SAFETY: main loop thread, where the setters run.
+        unsafe { (*self.as_ptr()).close_action }
+    }
+
+    /// The serial of the monitor its complete step made.
+    pub fn serial(&self) -> Option<u64> {
+        // SAFETY: main loop thread, where the fields are written.
+        unsafe { (*self.as_ptr()).created.then_some((*self.as_ptr()).serial) }
+    }
+
+    /// Records the monitor its complete step made; from here on the
+    /// property setters refuse.
+    pub fn set_created(&self, serial: u64) {
+        // SAFETY: main loop thread, where the fields are read and written.
+        unsafe {
+            (*self.as_ptr()).serial = serial;
+            (*self.as_ptr()).created = true;
+        }
+    }
+}
+
+/// object-del of `/objects/<id>`: the object's unparent step runs, and
+/// it leaves /objects, options included.
+pub fn delete(_: MainLoop<'_>, id: &CStr) -> Result<(), QmpError> {
+    with_local_err(|errp| {
+        // SAFETY: main loop thread; the id is a C string; errp a fresh
+        // slot.
+        unsafe { sys::user_creatable_del(id.as_ptr(), errp) }
+    })
+    .map(drop)
+}
