@@ -9,6 +9,10 @@
 #                   the default for SANITIZE=1 and other QEMU versions
 #   BASELINE=1      QEMU without qemu-patches, for benchmarks (build/baseline/)
 #   QEMU_SRC=/path  patch and build an existing QEMU tree instead of fetching
+#
+# Install: make install [PREFIX=/usr/local] [DESTDIR=...], make uninstall.
+# The series as git commits: make patches-import, make patches-export
+# (docs/upstreaming.md).
 
 DEFAULT_VERSION := 1:10.2.2+ds-1
 MATRIX_VERSIONS := $(DEFAULT_VERSION) 1:10.0.13+ds-0+deb13u1
@@ -41,7 +45,10 @@ SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 # cpio: the test guest's initramfs
 DEB_PACKAGES := ninja-build libglib2.0-dev libpixman-1-dev flex bison \
 	pkg-config libfdt-dev zlib1g-dev dpkg-dev libclang-dev clang \
-	python3-venv socat valgrind gcc-multilib seabios ipxe-qemu cpio
+	python3-venv socat valgrind gcc-multilib seabios ipxe-qemu cpio \
+	$(DOCS_PACKAGES)
+# QEMU's manual (the QMP reference), built by check-series
+DOCS_PACKAGES := python3-sphinx python3-sphinx-rtd-theme
 PY_PACKAGES  := 'meson>=1.5,<2' 'qemu.qmp==0.0.6'
 
 # The product: x86_64's default machines and devices, TCG and KVM, the
@@ -65,13 +72,18 @@ CARGO_ENV := QEMU_SRC_DIR=$(SRC) QEMU_BUILD_DIR=$(QBUILD) QEMU_BIN_DIR=$(BIN) \
 	CARGO_TARGET_DIR=$(OUT)/cargo $(if $(LAB),,QMH_GUEST_DIR=$(GUEST))
 
 comma := ,
+# $(call apt_install,PACKAGES): install those that are missing
+apt_install = missing=$$(for p in $(1); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	  if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
 # $(call stage,NAME,COMMANDS): run COMMANDS, then print how long they took.
 stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
 .PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-iotests check-python \
-	check-valgrind check-sanitize check-matrix check-versions check-series series since bench fuzz \
-	clean distclean FORCE
+	check-valgrind check-install check-sanitize check-matrix check-versions check-series series since bench fuzz \
+	install uninstall patches-import patches-export clean distclean FORCE
 
 all: build demo
 
@@ -80,14 +92,28 @@ build: $(BIN)/.built
 # --- 1. build dependencies ------------------------------------------------
 $(B)/stamps/deps:
 	$(call stage,deps,\
-	  missing=$$(for p in $(DEB_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	  if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi && \
+	  $(call apt_install,$(DEB_PACKAGES)) && \
 	  command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; } && \
 	  { [ -x $(PY) ] || python3 -m venv $(VENV); } && \
 	  $(PY) -m pip install -q --disable-pip-version-check $(PY_PACKAGES) && \
 	  mkdir -p $(B)/stamps && touch $@)
+
+# Sphinx for QEMU's manual is Debian's, which only Debian's python sees:
+# a venv on it, with its system packages and meson (check-series)
+DOCS_VENV := $(B)/docs-venv
+$(B)/stamps/docs-venv: | $(B)/stamps/deps
+	$(call stage,docs venv,\
+	  $(call apt_install,$(DOCS_PACKAGES)) && \
+	  { [ -x $(DOCS_VENV)/bin/python3 ] || /usr/bin/python3 -m venv --system-site-packages $(DOCS_VENV); } && \
+	  $(DOCS_VENV)/bin/python3 -m pip install -q --disable-pip-version-check '$(subst ',,$(firstword $(PY_PACKAGES)))' && \
+	  touch $@)
+
+# The crates for this host, fetched once per Cargo.lock; every cargo run
+# after that works with the network off (CARGO_NET_OFFLINE)
+$(B)/stamps/cargo-fetch: Cargo.lock | $(B)/stamps/deps
+	$(call stage,cargo fetch,CARGO_NET_OFFLINE=false cargo fetch --locked -q \
+	  --target $$(rustc -vV | sed -n 's/^host: //p') && touch $@)
+export CARGO_NET_OFFLINE := true
 
 # --- 2. QEMU source: Debian's package, or QEMU_SRC -------------------------
 ifeq ($(QEMU_SRC),)
@@ -103,6 +129,21 @@ $(STAMPS)/fetched: $(B)/stamps/deps
 endif
 
 # --- 3. patches: a changed series is taken off again and re-applied --------
+# A tree made a git tree by patches-import is left alone: its commits are
+# the series (they must be what qemu-patches/ holds; patches-export and
+# patches-import bring the two together).
+SERIES_GIT := $(wildcard $(SRC)/.git/qmh-series)
+ifneq ($(SERIES_GIT),)
+$(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
+	@tmp=$$(mktemp -d) && $(CURDIR)/qemu-patches/series.sh export $(SRC) $$tmp && \
+	  same=yes; [ "$$(ls $$tmp)" = "$$(cd qemu-patches && ls 0*.patch)" ] || same=; \
+	  for p in $(PATCHES); do cmp -s $$p $$tmp/$$(basename $$p) || same=; done; rm -rf $$tmp; \
+	  [ -n "$$same" ] || { echo "$(SRC) is a git tree (make patches-import) whose commits are not"; \
+	    echo "qemu-patches/: make patches-export writes the commits to qemu-patches/,"; \
+	    echo "make patches-import [FORCE=1] takes qemu-patches/ into the tree"; exit 1; }
+	@ln -sfn $(CURDIR)/meson-glue $(SRC)/monitor/hotplug && \
+	  ln -sfn $(CURDIR)/tests/qtest/monitor-hotplug-test.c $(SRC)/tests/qtest/ && touch $@
+else
 $(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
 	$(call stage,patch,\
 	  if [ -d $(STAMPS)/applied ]; then \
@@ -117,6 +158,23 @@ $(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
 	    cp $$p $(STAMPS)/applied/; done && \
 	  $(if $(BASELINE),true,ln -sfn $(CURDIR)/meson-glue $(SRC)/monitor/hotplug && \
 	  ln -sfn $(CURDIR)/tests/qtest/monitor-hotplug-test.c $(SRC)/tests/qtest/) && touch $@)
+endif
+
+# The series as git commits in $(SRC): pristine QEMU tagged "base", one
+# commit per patch.  Edit with git there, build with make as usual, and
+# write the commits back with patches-export (docs/upstreaming.md).
+patches-import: $(STAMPS)/fetched
+	@$(if $(BASELINE),echo "BASELINE=1 has no series"; exit 1;)
+	$(call stage,patches-import,\
+	  $(CURDIR)/qemu-patches/series.sh import '$(QEMU_VERSION)' $(SRC) $(STAMPS)/applied && \
+	  rm -rf $(STAMPS)/applied && \
+	  ln -sfn $(CURDIR)/meson-glue $(SRC)/monitor/hotplug && \
+	  ln -sfn $(CURDIR)/tests/qtest/monitor-hotplug-test.c $(SRC)/tests/qtest/ && \
+	  touch $(STAMPS)/patched)
+
+patches-export:
+	@$(CURDIR)/qemu-patches/series.sh export $(SRC)
+	@touch $(STAMPS)/patched
 
 # --- 4. configure and build ------------------------------------------------
 # meson reconfigures itself when a patch changes a meson.build file; a
@@ -136,7 +194,7 @@ $(QBUILD)/build.ninja: | $(STAMPS)/patched
 
 # ninja decides what is stale: C files touched by a patch, or the crate
 # (its depfile lists the Rust sources, shim and manifest).
-$(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
+$(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched $(B)/stamps/cargo-fetch FORCE
 	@if ninja -C $(QBUILD) -n $(BINARIES) | grep -q '^\['; then \
 	  t0=$$(date +%s); echo "==> build $(QBUILD)"; \
 	  ninja -C $(QBUILD) $(BINARIES) || exit 1; \
@@ -153,6 +211,67 @@ $(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched FORCE
 	@test -f $@ || touch $@
 
 FORCE:
+
+# --- install ---------------------------------------------------------------
+# The product's binaries go to PREFIX/bin; QEMU's data (keymaps, trace
+# events) and the option ROMs built from its source go to
+# PREFIX/share/qemu, where a relocatable QEMU looks relative to its own
+# binary (bin/../share/qemu), whatever PREFIX it was configured with.
+# The BIOS and the NIC ROMs stay Debian's (packages seabios and
+# ipxe-qemu), in the directories the build was configured with
+# (FIRMWARE_PATH).  A list of what was installed goes with it, for
+# uninstall.
+PREFIX ?= /usr/local
+DESTDIR ?=
+IROOT := $(DESTDIR)$(PREFIX)
+MANIFEST := share/qemu-monitor-hotplug/installed-files
+# $(call install_to,ROOT) and $(call uninstall_from,ROOT)
+install_to = data=$(QBUILD)/qemu-bundle$$(sed -n 's/^\#define CONFIG_QEMU_DATADIR "\(.*\)"$$/\1/p' $(QBUILD)/config-host.h) && \
+	  test -d $$data/keymaps && \
+	  for d in $(filter-out $(QBUILD)/%,$(subst :, ,$(FIRMWARE_PATH))); do \
+	    test -d $$d || { echo "install: firmware directory $$d is missing (packages seabios and ipxe-qemu)"; exit 1; }; done && \
+	  mkdir -p $(1)/bin $(1)/share/qemu/keymaps $(dir $(1)/$(MANIFEST)) && \
+	  list=$$(mktemp) && \
+	  for b in $(BINARIES); do n=$$(basename $$b); install -m 755 $(BIN)/$$n $(1)/bin/$$n && \
+	    echo bin/$$n >> $$list || exit 1; done && \
+	  for f in $$(cd $$data && find -L . -type f | sed 's|^\./||' | sort); do \
+	    install -D -m 644 $$data/$$f $(1)/share/qemu/$$f && echo share/qemu/$$f >> $$list || exit 1; done && \
+	  for f in $(QBUILD)/pc-bios/optionrom/*.bin; do n=$$(basename $$f); \
+	    install -m 644 $$f $(1)/share/qemu/$$n && echo share/qemu/$$n >> $$list || exit 1; done && \
+	  echo $(MANIFEST) >> $$list && mv $$list $(1)/$(MANIFEST) && chmod 644 $(1)/$(MANIFEST) && \
+	  echo "installed $$(wc -l < $(1)/$(MANIFEST)) files in $(1)"
+uninstall_from = test -f $(1)/$(MANIFEST) || { echo "uninstall: nothing of ours in $(1) ($(MANIFEST) missing)"; exit 1; }; \
+	  (cd $(1) && xargs rm -f < $(MANIFEST) && \
+	  for d in share/qemu/keymaps share/qemu share/qemu-monitor-hotplug bin share; do \
+	    rmdir $$d 2>/dev/null || true; done)
+
+install: build
+	@$(if $(LAB),echo "install: a lab build (LAB=1 or SANITIZE=1 or another QEMU_VERSION) is for tests only"; exit 1;)
+	$(call stage,install into $(IROOT),$(call install_to,$(IROOT)))
+
+uninstall:
+	$(call stage,uninstall from $(IROOT),$(call uninstall_from,$(IROOT)))
+
+# make install into a temporary prefix; the installed QEMU, with the
+# build tree hidden (a mount namespace), must list its data directory,
+# load its firmware from there and from Debian's directories, boot the
+# test guest and serve a monitor added at run time; then uninstall
+# must leave nothing behind
+CHECK_PREFIX := /opt/qemu-monitor-hotplug
+check-install: build guest
+	$(call stage,check-install,\
+	  tmp=$$(mktemp -d) && root=$$tmp$(CHECK_PREFIX) && \
+	  { $(call install_to,$$root); } && \
+	  cp $(GUEST)/vmlinuz $(GUEST)/initrd.img $$tmp/ && \
+	  if unshare --map-root-user --mount true 2>/dev/null; then \
+	    unshare --map-root-user --mount sh -c 'mount -t tmpfs none "$$0" && exec python3 "$$@"' \
+	      $(B) $(CURDIR)/tests/install/check.py $$root $$tmp $(B); \
+	  else echo "check-install: no mount namespace here: the build tree stays visible"; \
+	    python3 $(CURDIR)/tests/install/check.py $$root $$tmp $(B); fi && \
+	  { $(call uninstall_from,$$root); } && \
+	  left=$$(find $$root -mindepth 1) && \
+	  { [ -z "$$left" ] || { echo "check-install: uninstall left: $$left"; exit 1; }; } && \
+	  rm -rf $$tmp)
 
 # --- the test guest: Debian's kernel and a busybox initramfs ----------------
 # the accelerators that boot it here (KVM if it works, TCG always)
@@ -174,7 +293,7 @@ demo: build $(if $(LAB),,guest)
 
 # Everything: the suite on the default build, on the sanitizer build and
 # on the second QEMU version, the leak check, and the series' own checks.
-check: check-lint check-suite check-iotests check-python check-valgrind check-sanitize check-versions check-series
+check: check-lint check-suite check-iotests check-python check-valgrind check-install check-sanitize check-versions check-series
 	@echo "==> all checks passed"
 
 # The test suite of one variant (version, sanitizers)
@@ -228,7 +347,7 @@ check-versions:
 	  $(MAKE) --no-print-directory QEMU_VERSION=$$v check-suite || exit 1; done
 
 # checkpatch.pl on every patch, and every prefix of the series builds
-check-series: $(B)/stamps/deps
+check-series: $(B)/stamps/deps $(B)/stamps/docs-venv
 	$(call stage,series,$(CURDIR)/qemu-patches/series.sh check '$(QEMU_VERSION)' $(B)/series)
 
 series: $(B)/stamps/deps

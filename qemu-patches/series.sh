@@ -1,16 +1,104 @@
 #!/bin/sh
 # series.sh check|print VERSION WORKDIR
-# Builds the series as git commits on a pristine Debian QEMU tree in
-# WORKDIR, self-contained: the crate (with meson-glue/) folded into the
-# patch that adds the commands as monitor/hotplug/, the qtest file from
-# tests/qtest/ into its patch.  Then
-#   check: runs checkpatch.pl on every patch and builds every prefix;
+# series.sh import VERSION SRC [APPLIED]
+# series.sh export SRC [DIR]
+# check and print build the series as git commits on a pristine Debian
+# QEMU tree in WORKDIR, self-contained: the crate (with meson-glue/)
+# folded into the patch that adds the commands as monitor/hotplug/, the
+# qtest file from tests/qtest/ into its patch.  Then
+#   check: checks that the mbox applies with git am and that exporting
+#          the plain series gives qemu-patches/ back byte for byte, runs
+#          checkpatch.pl on every patch, builds every prefix and builds
+#          QEMU's manual (the QMP reference) at the tip;
 #   print: prints the series as git format-patch output with a cover letter.
+# import and export are the git workflow on a QEMU tree (make
+# patches-import, make patches-export, docs/upstreaming.md):
+#   import: turns SRC into a git tree: pristine QEMU committed and tagged
+#           "base" (patches in the directory APPLIED, applied with
+#           patch(1), are taken off first), then each patch of
+#           qemu-patches/ as a commit (git am);
+#   export: writes the commits base..HEAD of SRC as qemu-patches/ (or DIR).
 set -eu
-mode=$1 version=$2 work=$3
+mode=$1
 top=$(cd "$(dirname "$0")/.." && pwd)
-src=$work/src
 git_() { git -C "$src" -c user.name=qemu-monitor-hotplug -c user.email=qmh@localhost "$@"; }
+
+# Marks a tree made by import (not a QEMU checkout of the user's own).
+marker=.git/qmh-series
+
+# git am every patch of qemu-patches/ onto the tree's HEAD
+am_series() {
+    for p in "$top"/qemu-patches/0*.patch; do
+        git_ am -q --keep-cr "$p" >&2 ||
+            { git_ am --abort; echo "series: $(basename "$p") does not apply" >&2; exit 1; }
+    done
+}
+
+# the commits base..HEAD as patch files in $1, named and numbered as
+# qemu-patches/ has them (blob ids abbreviated to 8 digits whatever the
+# size of the repository)
+export_to() {
+    rm -f "$1"/0*.patch
+    git_ -c core.abbrev=8 format-patch -q --zero-commit --no-signature --numbered \
+        -o "$1" base..HEAD
+}
+
+# exit 1 unless the patch files in $1 are qemu-patches/'s, byte for byte
+same_as_series() {
+    [ "$(cd "$1" && ls 0*.patch)" = "$(cd "$top/qemu-patches" && ls 0*.patch)" ] || return 1
+    for f in "$top"/qemu-patches/0*.patch; do
+        cmp -s "$f" "$1/$(basename "$f")" || return 1
+    done
+}
+
+case $mode in
+import)
+    version=$2 src=$3 applied=${4:-}
+    if [ -d "$src/.git" ]; then
+        [ -f "$src/$marker" ] ||
+            { echo "series: $src is a git tree of its own; import works on an unpacked QEMU" >&2; exit 1; }
+        [ -z "$(git_ status --porcelain --untracked-files=no)" ] ||
+            { echo "series: $src has uncommitted changes; commit or drop them first" >&2; exit 1; }
+        if [ -z "${FORCE:-}" ]; then
+            tmp=$(mktemp -d)
+            export_to "$tmp"
+            same_as_series "$tmp" || { rm -rf "$tmp"; echo "series: the commits in $src differ" \
+                "from qemu-patches/: make patches-export first, or FORCE=1 to drop them" >&2; exit 1; }
+            rm -rf "$tmp"
+        fi
+        git_ checkout -q -B series base
+        git_ reset -q --hard base
+    else
+        # take off what patch(1) applied, newest first: the pristine tree
+        if [ -n "$applied" ] && [ -d "$applied" ]; then
+            for p in $(ls "$applied" | sort -r); do
+                patch -d "$src" -p1 -R -s --batch --no-backup-if-mismatch < "$applied/$p" ||
+                    { echo "series: cannot take $p off $src" >&2; exit 1; }
+            done
+        fi
+        # the project's symlinks are not QEMU's
+        rm -f "$src/monitor/hotplug" "$src/tests/qtest/monitor-hotplug-test.c"
+        git_ init -q -b series
+        git_ add -A >/dev/null
+        git_ commit -q -m "QEMU $version"
+        git_ tag -f base >/dev/null
+        printf '/monitor/hotplug\n/tests/qtest/monitor-hotplug-test.c\n' >> "$src/.git/info/exclude"
+        echo "$version" > "$src/$marker"
+    fi
+    am_series
+    echo "series: $src is QEMU $version (tag base) with $(git_ rev-list --count base..HEAD) commits"
+    exit 0 ;;
+export)
+    src=$2 out=${3:-$top/qemu-patches}
+    [ -f "$src/$marker" ] || { echo "series: $src was not made by make patches-import" >&2; exit 1; }
+    export_to "$out"
+    if [ "$out" = "$top/qemu-patches" ]; then
+        echo "series: wrote $(git_ rev-list --count base..HEAD) patches to qemu-patches/"
+    fi
+    exit 0 ;;
+check|print) version=$2 work=$3 src=$3/src ;;
+*) echo "usage: $0 check|print VERSION WORKDIR | import VERSION SRC [APPLIED] | export SRC [DIR]" >&2; exit 2 ;;
+esac
 
 # The crate's files as the series carries them in monitor/hotplug/.
 crate_files="Cargo.toml Cargo.lock build.rs $(cd "$top" && git ls-files src)"
@@ -37,7 +125,8 @@ if [ "$(cat "$work/stamp" 2>/dev/null)" != "$inputs" ]; then
     git_ add -A >/dev/null && git_ commit -q -m "QEMU $version"
     git_ tag base
     for p in "$top"/qemu-patches/0*.patch; do
-        git_ am -q --keep-cr "$p" >&2 || { echo "series: $(basename "$p") does not apply" >&2; exit 1; }
+        git_ am -q --keep-cr "$p" >&2 ||
+            { git_ am --abort; echo "series: $(basename "$p") does not apply" >&2; exit 1; }
         case $p in
         *-monitor-add-monitor-add-monitor-remove-and-query-mon.patch)
             # the crate and its meson glue live in this project: fold them
@@ -85,6 +174,16 @@ check)
     [ "$(git_ rev-list --count base..HEAD)" = "$(git_ rev-list --count base.."$tip")" ] ||
         { echo "series: git am of the mbox gives another number of commits" >&2; exit 1; }
     echo "series: the mbox applies with git am to pristine QEMU $version"
+    # the git workflow's round trip: the plain series, imported and
+    # exported (make patches-import, make patches-export), is qemu-patches/
+    git_ checkout -q -B plain base
+    am_series
+    mkdir -p "$work/export"
+    export_to "$work/export"
+    same_as_series "$work/export" ||
+        { diff -r "$top/qemu-patches" "$work/export" | head -20 >&2
+          echo "series: exporting the imported series does not give qemu-patches/ back" >&2; exit 1; }
+    echo "series: import and export of the series give qemu-patches/ back byte for byte"
     commits=$(git_ rev-list --reverse base.."$tip")
     fail=0
     for c in $commits; do
@@ -96,13 +195,18 @@ check)
     [ $fail = 0 ] || exit 1
     echo "series: checkpatch.pl is clean on every patch"
     # every prefix builds: configure once on the base, then build each commit
+    # (the docs need Sphinx: Debian's, through the venv on Debian's
+    # python that the Makefile makes, build/docs-venv)
     git_ checkout -q base
-    if [ ! -f "$work/qemu/build.ninja" ]; then
-        mkdir -p "$work/qemu"
-        (cd "$work/qemu" && "$src/configure" --python="$top/build/venv/bin/python3" \
-            --target-list=x86_64-softmmu --without-default-features --without-default-devices \
-            --disable-docs --disable-tcg --enable-kvm --disable-install-blobs --disable-rust \
-            --enable-tools > configure.log 2>&1) || { tail -20 "$work/qemu/configure.log"; exit 1; }
+    flags="--python=$top/build/docs-venv/bin/python3 --target-list=x86_64-softmmu
+        --without-default-features --without-default-devices --enable-docs --disable-tcg
+        --enable-kvm --disable-install-blobs --disable-rust --enable-tools"
+    if [ "$(cat "$work/qemu/qmh-config" 2>/dev/null)" != "$(echo $flags)" ]; then
+        rm -rf "$work/qemu" && mkdir -p "$work/qemu"
+        # shellcheck disable=SC2086 # flags are words
+        (cd "$work/qemu" && "$src/configure" $flags > configure.log 2>&1) ||
+            { tail -20 "$work/qemu/configure.log"; exit 1; }
+        echo $flags > "$work/qemu/qmh-config"
     fi
     for c in $commits; do
         git_ checkout -q "$c"
@@ -111,6 +215,12 @@ check)
             { tail -30 "$work/build.log"; echo "series: does not build: $(git_ log -1 --format=%s)"; exit 1; }
     done
     echo "series: every prefix builds ($(echo $commits | wc -w) patches)"
+    # QEMU's manual with the QMP reference, from the schema's doc
+    # comments, as upstream's CI builds it (a git tree: warnings are errors)
+    ninja -C "$work/qemu" docs/docs.stamp > "$work/docs.log" 2>&1 ||
+        { tail -30 "$work/docs.log"; echo "series: the manual does not build"; exit 1; }
+    grep -q 'monitor-add' "$work/qemu/docs/manual/interop/qemu-qmp-ref.html" ||
+        { echo "series: the QMP reference has no monitor-add"; exit 1; }
+    echo "series: the QMP reference builds: $work/qemu/docs/manual/interop/qemu-qmp-ref.html"
     ;;
-*) echo "usage: $0 check|print VERSION WORKDIR" >&2; exit 2 ;;
 esac
