@@ -144,7 +144,8 @@ fn main() {
         .raw_line("#[allow(unused_imports)] use glib_sys::*;")
         .raw_line("#[allow(unused_imports)] use libc::*;")
         .allowlist_type(
-            "CharFrontend|Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction",
+            "CharFrontend|Monitor|MonitorInfo|MonitorInfoList|MonitorMode|MonitorQMPCloseAction\
+             |strList",
         )
         .allowlist_type("qmh_.*_fn|MonitorObject")
         .allowlist_var("TYPE_MONITOR_(OBJECT|QMP|HMP)")
@@ -160,7 +161,8 @@ fn main() {
              |qemu_chr_find|qemu_chr_fe_set_handlers|qemu_chr_fe_disconnect\
              |iothread_get_aio_context|iothread_get_g_main_context\
              |aio_wait_bh_oneshot|monitor_check_new_id\
-             |qmp_chardev_remove|warn_report_err|bql_locked|qemu_in_coroutine",
+             |qmp_chardev_remove|warn_report_err|bql_locked|qemu_in_coroutine\
+             |monitor_close_action_supported|monitor_run_close_action",
         )
         .allowlist_function(
             "monitor_init_hmp|user_creatable_del|object_get_objects_root\

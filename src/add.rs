@@ -12,9 +12,38 @@ use crate::{
     qemu::{
         chardev::Chardev,
         error::{with_local_err, QmpError},
+        strlist::StrList,
         sys, MainLoop, Monitor, MonitorList,
     },
+    restrict::CommandFilter,
 };
+
+/// The filter of a restricted session from its two lists.
+pub fn command_filter<'a>(allow: Option<StrList<'a>>, deny: StrList<'a>) -> CommandFilter<'a> {
+    CommandFilter::new(
+        allow.map(|a| a.iter().map(CStr::to_bytes)),
+        deny.iter().map(CStr::to_bytes),
+    )
+}
+
+/// What the client of `mon` may run: everything on an HMP monitor.
+pub fn filter_of(mon: &Monitor) -> CommandFilter<'_> {
+    mon.command_lists()
+        .map(|(allow, deny)| command_filter(allow, deny))
+        .unwrap_or_default()
+}
+
+/// The command a close action stands for, for the rule that a
+/// restricted monitor cannot give a new monitor more rights.
+fn close_action_command(action: sys::MonitorQMPCloseAction) -> Option<&'static [u8]> {
+    use sys::MonitorQMPCloseAction as A;
+    match action {
+        A::MONITOR_QMP_CLOSE_ACTION_STOP => Some(b"stop"),
+        A::MONITOR_QMP_CLOSE_ACTION_SHUTDOWN => Some(b"system_powerdown"),
+        A::MONITOR_QMP_CLOSE_ACTION_TERMINATE => Some(b"quit"),
+        _ => None,
+    }
+}
 
 /// What a new monitor is made of: its options, and whether it is made
 /// at runtime (monitor-add, object-add) rather than at start-up.
@@ -23,6 +52,9 @@ pub struct NewMonitor<'s> {
     pub chardev: &'s CStr,
     pub pretty: bool,
     pub dynamic: bool,
+    /// `allow-commands` (None: not given) and `deny-commands`.
+    pub allow: Option<StrList<'s>>,
+    pub deny: StrList<'s>,
 }
 
 impl NewMonitor<'_> {
@@ -44,6 +76,33 @@ impl NewMonitor<'_> {
         Ok(chr)
     }
 
+    /// No way up: a monitor made from a restricted session runs nothing
+    /// the session cannot run, and has no close action that runs a
+    /// command the session cannot run.  `close_action` None: an HMP
+    /// monitor, which can run everything.
+    fn check_rights(
+        &self,
+        close_action: Option<sys::MonitorQMPCloseAction>,
+    ) -> Result<(), QmpError> {
+        let list = MonitorList::lock();
+        let Some(creator) = list.current() else {
+            return Ok(()); // the command line, or a bottom half
+        };
+        let outer = filter_of(creator);
+        let within = match close_action {
+            None => !outer.is_restricted(),
+            Some(action) => {
+                command_filter(self.allow, self.deny).within(&outer)
+                    && close_action_command(action).is_none_or(|c| outer.allows(c))
+            }
+        };
+        if within {
+            Ok(())
+        } else {
+            Err(MonitorError::MoreRights(self.id.to_string_lossy().into_owned()).into())
+        }
+    }
+
     /// monitor-add, and `complete()` of a monitor-qmp object: a QMP
     /// monitor.  Returns its serial.
     pub fn add_qmp(
@@ -51,6 +110,11 @@ impl NewMonitor<'_> {
         ml: MainLoop<'_>,
         close_action: sys::MonitorQMPCloseAction,
     ) -> Result<u64, QmpError> {
+        // SAFETY: only reads a constant of this program.
+        if !unsafe { sys::monitor_close_action_supported(close_action) } {
+            return Err(MonitorError::CloseActionUnsupported.into());
+        }
+        self.check_rights(Some(close_action))?;
         let chr = self.claim_chardev(ml)?;
         if close_action == sys::MonitorQMPCloseAction::MONITOR_QMP_CLOSE_ACTION_DELETE
             && chr.is_defunct()
@@ -69,6 +133,9 @@ impl NewMonitor<'_> {
                     self.id.as_ptr(),
                     self.dynamic,
                     close_action,
+                    self.allow.is_some(),
+                    self.allow.map_or(std::ptr::null(), StrList::as_ptr),
+                    self.deny.as_ptr(),
                     errp,
                 )
             }
@@ -90,6 +157,7 @@ impl NewMonitor<'_> {
         if self.pretty {
             return Err(MonitorError::PrettyHmp.into());
         }
+        self.check_rights(None)?;
         let chr = self.claim_chardev(ml)?;
         with_local_err(|errp| {
             // SAFETY: chr is live, id a C string, errp a fresh slot.

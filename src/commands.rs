@@ -19,8 +19,8 @@ use std::{
 use foreign_types::ForeignType;
 
 use crate::{
-    add::NewMonitor,
-    qemu::{error::QmpError, sys, MainLoop, Monitor},
+    add::{filter_of, NewMonitor},
+    qemu::{error::QmpError, strlist::StrList, sys, MainLoop, Monitor},
     query, remove,
 };
 #[cfg(qemu_monitor_objects)]
@@ -34,6 +34,7 @@ const _: sys::qmh_qmp_query_monitors_fn = Some(qmp_query_monitors);
 const _: sys::qmh_release_removed_fn = Some(monitor_qmp_release_removed);
 const _: sys::qmh_closed_fn = Some(monitor_qmp_closed);
 const _: sys::qmh_cleanup_removed_fn = Some(monitor_qmp_cleanup_removed);
+const _: sys::qmh_command_allowed_fn = Some(monitor_qmp_command_allowed);
 #[cfg(qemu_monitor_objects)]
 const _: sys::qmh_object_complete_fn = Some(monitor_object_complete);
 #[cfg(qemu_monitor_objects)]
@@ -51,10 +52,21 @@ pub unsafe extern "C" fn qmp_monitor_add(
     pretty: bool,
     has_close_action: bool,
     close_action: sys::MonitorQMPCloseAction,
+    has_allow_commands: bool,
+    allow_commands: *mut sys::strList,
+    _has_deny_commands: bool,
+    deny_commands: *mut sys::strList,
     errp: *mut *mut sys::Error,
 ) {
     // SAFETY: QAPI passes valid, non-NULL strings for mandatory members.
     let (id, chardev) = unsafe { (arg(id), arg(chardev)) };
+    // SAFETY: lists (or NULL) that the marshaller frees after we return.
+    let (allow, deny) = unsafe {
+        (
+            StrList::from_raw(allow_commands),
+            StrList::from_raw(deny_commands),
+        )
+    };
     let close_action = if has_close_action {
         close_action
     } else {
@@ -65,6 +77,9 @@ pub unsafe extern "C" fn qmp_monitor_add(
         chardev,
         pretty: has_pretty && pretty,
         dynamic: true,
+        // an empty list (NULL) allows nothing but negotiation
+        allow: has_allow_commands.then_some(allow),
+        deny,
     };
     // SAFETY: QMP handlers run there (see the module comment).
     let res = unsafe { MainLoop::enter(|ml| new.add_qmp(ml, close_action)) };
@@ -113,17 +128,58 @@ pub unsafe extern "C" fn monitor_qmp_release_removed(mon: *mut sys::Monitor) {
     }
 }
 
-/// A close-action=delete monitor's client disconnected.  Called from
-/// the `CHR_EVENT_CLOSED` handler, in the thread that runs the chardev.
+/// The client of a monitor with a close action disconnected.  Called
+/// from the `CHR_EVENT_CLOSED` handler, in the thread that runs the
+/// chardev: the action runs later, in the main loop.
 ///
 /// # Safety
 /// `mon` is a live monitor on `mon_list`.
 #[no_mangle]
 pub unsafe extern "C" fn monitor_qmp_closed(mon: *mut sys::Monitor) {
-    if let Some(mon) = NonNull::new(mon) {
-        // SAFETY: the CHR_EVENT_CLOSED handler runs on a live monitor.
-        remove::client_closed(unsafe { Monitor::from_raw(mon) }.serial());
+    use sys::MonitorQMPCloseAction as A;
+    let Some(mon) = NonNull::new(mon) else {
+        return;
+    };
+    // SAFETY: the CHR_EVENT_CLOSED handler runs on a live monitor.
+    let mon = unsafe { Monitor::from_raw(mon) };
+    match mon.close_action() {
+        Some(A::MONITOR_QMP_CLOSE_ACTION_DELETE) => remove::client_closed(mon.serial()),
+        Some(
+            action @ (A::MONITOR_QMP_CLOSE_ACTION_STOP
+            | A::MONITOR_QMP_CLOSE_ACTION_SHUTDOWN
+            | A::MONITOR_QMP_CLOSE_ACTION_TERMINATE),
+        ) => {
+            MainLoop::later(c"monitor_qmp_close_action", move |_| {
+                // SAFETY: main loop thread with the BQL, where the
+                // actions' commands run.
+                unsafe {
+                    sys::monitor_run_close_action(action);
+                }
+            });
+        }
+        _ => {}
     }
+}
+
+/// May the client of the QMP monitor `mon` run the command `name`?
+/// Called by the dispatcher (main loop or, for exec-oob, the monitor
+/// I/O thread), query-commands and query-qmp-schema.
+///
+/// # Safety
+/// `mon` is a live QMP monitor; `name` a C string.
+#[no_mangle]
+pub unsafe extern "C" fn monitor_qmp_command_allowed(
+    mon: *mut sys::MonitorQMP,
+    name: *const c_char,
+) -> bool {
+    let Some(mon) = NonNull::new(mon.cast::<sys::Monitor>()) else {
+        return false;
+    };
+    // SAFETY: a live QMP monitor, whose `common` Monitor comes first;
+    // its lists are immutable (see Monitor::command_lists).
+    let mon = unsafe { Monitor::from_raw(mon) };
+    // SAFETY: per the contract.
+    filter_of(mon).allows(unsafe { arg(name) }.to_bytes())
 }
 
 /// `monitor_cleanup()` calls this in the main loop thread, once the

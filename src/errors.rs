@@ -27,6 +27,10 @@ pub enum MonitorError {
     /// object-del of the monitor that runs it, refused as QEMU 11.1
     /// refuses it (monitor-remove allows it).
     CurrentNotDeletable,
+    /// A restricted session creating a monitor that could do more.
+    MoreRights(String),
+    /// A close action this program cannot carry out (no guest).
+    CloseActionUnsupported,
 }
 
 /// `s` as shown in a message: cut at a char boundary if too long.
@@ -64,6 +68,17 @@ impl fmt::Display for MonitorError {
             Self::PrettyHmp => write!(f, "'pretty' is not compatible with HMP monitors"),
             Self::HmpNotDeletable => write!(f, "Deleting HMP monitors is not supported"),
             Self::CurrentNotDeletable => write!(f, "Cannot delete the current QMP monitor"),
+            Self::MoreRights(id) => write!(
+                f,
+                "Monitor '{}' would be allowed more than this monitor is allowed",
+                shown(id)
+            ),
+            Self::CloseActionUnsupported => {
+                write!(
+                    f,
+                    "This close-action needs a guest, which this program does not have"
+                )
+            }
         }
     }
 }

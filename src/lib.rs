@@ -10,6 +10,7 @@
 //! - `add`: making a monitor (monitor-add, an object's complete step);
 //! - [`remove`]: removing one, with its plan and the farewell of its
 //!   connection;
+//! - [`restrict`]: what a restricted session may run;
 //! - `query`: the list query-monitors returns;
 //! - `objects`: the steps of the monitor-qmp and monitor-hmp objects
 //!   (QEMU 11.1's spelling), on trees that have them;
@@ -84,6 +85,7 @@
 
 pub mod errors;
 pub mod remove;
+pub mod restrict;
 
 // What calls QEMU links only inside QEMU; unit tests cover the rest,
 // and the integration tests in tests/ the whole.

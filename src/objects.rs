@@ -21,9 +21,12 @@ use crate::{
 pub fn complete(ml: MainLoop<'_>, obj: &MonitorObject) -> Result<(), QmpError> {
     let id = obj.id().ok_or(MonitorError::Missing("id"))?;
     let chardev = obj.chardev().ok_or(MonitorError::Missing("chardev"))?;
+    let (allow, deny) = obj.command_lists();
     let new = NewMonitor {
         id: &id,
         chardev,
+        allow,
+        deny,
         pretty: obj.pretty(),
         // object-add runs in a monitor; -object runs before any does
         // SAFETY: monitor_cur only reads the current coroutine's monitor.

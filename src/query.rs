@@ -9,7 +9,7 @@ use std::{
 
 use foreign_types::{foreign_type, ForeignType};
 
-use crate::qemu::{sys, Monitor, MonitorList};
+use crate::qemu::{strlist::StrList, sys, Monitor, MonitorList};
 
 foreign_type! {
     /// A non-empty list owned by us until `into_ptr` hands it to QAPI.
@@ -36,6 +36,12 @@ fn info(list: &MonitorList, m: &Monitor) -> *mut sys::MonitorInfo {
         if let Some(action) = m.close_action() {
             (*info).has_close_action = true;
             (*info).close_action = action;
+        }
+        if let Some((allow, deny)) = m.command_lists() {
+            (*info).has_allow_commands = allow.is_some();
+            (*info).allow_commands = allow.map_or(std::ptr::null_mut(), StrList::to_qapi);
+            (*info).has_deny_commands = !deny.is_empty();
+            (*info).deny_commands = deny.to_qapi();
         }
     }
     info

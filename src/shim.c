@@ -84,6 +84,22 @@ int qmh_chr_socket_fd(Chardev *chr)
     return s->sioc->fd;
 }
 
+/* A QMP monitor's command lists, immutable once it is published */
+bool qmh_monitor_has_allow_commands(Monitor *mon)
+{
+    return qmh_monitor_qmp(mon)->has_allow_commands;
+}
+
+const strList *qmh_monitor_allow_commands(Monitor *mon)
+{
+    return qmh_monitor_qmp(mon)->allow_commands;
+}
+
+const strList *qmh_monitor_deny_commands(Monitor *mon)
+{
+    return qmh_monitor_qmp(mon)->deny_commands;
+}
+
 /* A socket chardev without client that can never get one */
 bool qmh_chr_socket_defunct(Chardev *chr)
 {

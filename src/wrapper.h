@@ -41,6 +41,7 @@ typedef __typeof__(&qmp_query_monitors) qmh_qmp_query_monitors_fn;
 typedef __typeof__(&monitor_qmp_release_removed) qmh_release_removed_fn;
 typedef __typeof__(&monitor_qmp_closed) qmh_closed_fn;
 typedef __typeof__(&monitor_qmp_cleanup_removed) qmh_cleanup_removed_fn;
+typedef __typeof__(&monitor_qmp_command_allowed) qmh_command_allowed_fn;
 
 /*
  * The monitor-qmp and monitor-hmp objects, once the series has them
@@ -67,3 +68,6 @@ const char *qmh_chr_label(Chardev *chr);
 bool qmh_chr_has_frontend(Chardev *chr);
 int qmh_chr_socket_fd(Chardev *chr);
 bool qmh_chr_socket_defunct(Chardev *chr);
+bool qmh_monitor_has_allow_commands(Monitor *mon);
+const strList *qmh_monitor_allow_commands(Monitor *mon);
+const strList *qmh_monitor_deny_commands(Monitor *mon);

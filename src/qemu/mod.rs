@@ -13,7 +13,8 @@
 //! - [`object`]: monitor objects in QOM's `/objects`;
 //! - [`main_loop`]: the main loop thread, the monitor I/O thread, and
 //!   bottom halves that run closures there;
-//! - [`error`]: errors on their way to `Error **`.
+//! - [`error`]: errors on their way to `Error **`;
+//! - [`strlist`]: QAPI's lists of strings.
 
 pub mod bindings;
 pub mod chardev;
@@ -23,6 +24,7 @@ pub mod monitor;
 #[cfg(qemu_monitor_objects)]
 pub mod object;
 pub mod opaque;
+pub mod strlist;
 pub mod sync;
 
 pub use bindings as sys;

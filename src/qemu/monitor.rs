@@ -15,7 +15,9 @@ use std::{
     ptr::{self, NonNull},
 };
 
-use super::{chardev::Chardev, main_loop::IoThread, opaque::Opaque, sync::MutexGuard, sys};
+use super::{
+    chardev::Chardev, main_loop::IoThread, opaque::Opaque, strlist::StrList, sync::MutexGuard, sys,
+};
 
 /// A published monitor.
 ///
@@ -121,6 +123,21 @@ impl Monitor {
         })
     }
 
+    /// The `allow-commands` (None if not given) and `deny-commands`
+    /// lists of a QMP monitor; None for HMP.
+    pub fn command_lists(&self) -> Option<(Option<StrList<'_>>, StrList<'_>)> {
+        self.is_qmp().then(|| {
+            // SAFETY: a QMP monitor; its lists are set before it is
+            // published and freed with it, never changed in between.
+            unsafe {
+                let has_allow = sys::qmh_monitor_has_allow_commands(self.as_ptr());
+                let allow = StrList::from_raw(sys::qmh_monitor_allow_commands(self.as_ptr()));
+                let deny = StrList::from_raw(sys::qmh_monitor_deny_commands(self.as_ptr()));
+                (has_allow.then_some(allow), deny)
+            }
+        })
+    }
+
     /// Takes `mon_lock`, which protects the output buffer and its watch.
     pub fn lock(&self) -> MutexGuard<'_> {
         // SAFETY: mon_lock is initialised with the monitor and destroyed
@@ -185,6 +202,11 @@ impl MonitorList {
     /// Is `mon` the monitor of the running QMP command?
     pub fn is_current(&self, mon: &Monitor) -> bool {
         ptr::eq(self.current, mon.as_ptr())
+    }
+
+    /// The monitor of the running QMP command, if it is on the list.
+    pub fn current(&self) -> Option<&Monitor> {
+        self.iter().find(|m| self.is_current(m))
     }
 
     /// Records that `mon` was made at runtime, for a creator that could

@@ -8,7 +8,13 @@
 
 use std::ffi::{c_char, CStr, CString};
 
-use super::{error::with_local_err, error::QmpError, main_loop::MainLoop, opaque::Opaque, sys};
+use super::{
+    error::{with_local_err, QmpError},
+    main_loop::MainLoop,
+    opaque::Opaque,
+    strlist::StrList,
+    sys,
+};
 
 /// A monitor object.
 ///
@@ -83,6 +89,21 @@ impl MonitorObject {
     pub fn close_action(&self) -> sys::MonitorQMPCloseAction {
         // SAFETY: main loop thread, where the setters run.
         unsafe { (*self.as_ptr()).close_action }
+    }
+
+    /// `allow-commands` and `deny-commands` (monitor-qmp only), which
+    /// their setters leave alone once the monitor exists.
+    pub fn command_lists(&self) -> (Option<StrList<'_>>, StrList<'_>) {
+        // SAFETY: main loop thread, where the setters run; the lists
+        // live as long as the object and are never changed in place.
+        unsafe {
+            let o = self.as_ptr();
+            let allow = StrList::from_raw((*o).allow_commands);
+            (
+                (*o).has_allow_commands.then_some(allow),
+                StrList::from_raw((*o).deny_commands),
+            )
+        }
     }
 
     /// The serial of the monitor its complete step made.
