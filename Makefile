@@ -82,7 +82,7 @@ stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
 .PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-iotests check-python \
-	check-valgrind check-install check-sanitize check-matrix check-versions check-series series since bench fuzz \
+	check-valgrind check-install check-baseline check-sanitize check-matrix check-versions check-series series since bench fuzz \
 	install uninstall patches-import patches-export clean distclean FORCE
 
 all: build demo
@@ -293,7 +293,7 @@ demo: build $(if $(LAB),,guest)
 
 # Everything: the suite on the default build, on the sanitizer build and
 # on the second QEMU version, the leak check, and the series' own checks.
-check: check-lint check-suite check-iotests check-python check-valgrind check-install check-sanitize check-versions check-series
+check: check-lint check-suite check-iotests check-python check-valgrind check-install check-baseline check-sanitize check-versions check-series
 	@echo "==> all checks passed"
 
 # The test suite of one variant (version, sanitizers)
@@ -319,10 +319,29 @@ check-qtest: build
 # QEMU's iotests through its own check script, on the product build:
 # the series' test of dynamic monitors and block jobs, and QMP-heavy
 # tests of QEMU's own (block jobs, snapshots, media change, job events)
+# ./check counts "not run" as a pass: the series' own test must run.
 IOTESTS := monitor-hotplug-block-job 030 040 041 055 085 118 141 156 185
+IOTESTS_LOG := $(OUT)/iotests.log
 check-iotests: build
 	$(call stage,iotests,cd $(QBUILD)/tests/qemu-iotests && \
-	  $(QBUILD)/pyvenv/bin/python3 ./check -qcow2 $(IOTESTS))
+	  { $(QBUILD)/pyvenv/bin/python3 ./check -qcow2 $(IOTESTS) 2>&1; echo "check: exit $$?"; } | tee $(IOTESTS_LOG) && \
+	  grep -qx 'check: exit 0' $(IOTESTS_LOG) && \
+	  if grep -E '^(Not run|Some cases not run in):.*monitor-hotplug-block-job' $(IOTESTS_LOG); then \
+	    echo "monitor-hotplug-block-job was not run: it must run"; false; fi)
+
+# Regression tests of bugs released QEMU has too: each must see its bug
+# on the unpatched baseline build (QMH_BASELINE=1, common::expect_bug),
+# so that "this test can fail" is shown, not claimed.  Test binaries come
+# from the product tree; only the QEMU under test differs.
+BASELINE_TESTS := stress:greeting_comes_first_during_broadcasts \
+	sessions:a_new_client_gets_nothing_meant_for_the_previous_one \
+	input_queue:one_byte_completing_two_requests_does_not_overflow_the_queue
+check-baseline: build
+	@$(MAKE) --no-print-directory BASELINE=1 LAB=1 build
+	$(call stage,regression tests on unpatched QEMU,\
+	  for t in $(BASELINE_TESTS); do \
+	    $(CARGO_ENV) QEMU_BIN_DIR=$(B)/baseline/bin QMH_BASELINE=1 \
+	      cargo test --locked --release -q --test $${t%%:*} -- --exact $${t#*:} || exit 1; done)
 
 check-python: build
 	$(call stage,python clients,QEMU_BIN_DIR=$(BIN) $(PY) -m unittest discover -s tests/python)
