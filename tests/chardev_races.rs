@@ -87,6 +87,25 @@ fn client_chardev(id: &str, path: &Path, reconnect_ms: Option<u64>) -> Value {
     json!({"id": id, "backend": {"type": "socket", "data": data}})
 }
 
+/// The longest random waits of a round, in microseconds.
+#[derive(Clone, Copy)]
+struct Waits {
+    before_remove_us: usize,
+    before_chardev_remove_us: usize,
+}
+
+/// Long enough for a 20 ms reconnect to happen in between, or not.
+const RECONNECT_WAITS: Waits = Waits {
+    before_remove_us: 20_000,
+    before_chardev_remove_us: 10_000,
+};
+
+/// Enough for a client to connect or leave in between, or not.
+const SHORT_WAITS: Waits = Waits {
+    before_remove_us: 3_000,
+    before_chardev_remove_us: 2_000,
+};
+
 /// Add a monitor, wait, remove it, wait, remove the chardev: `add`
 /// makes the chardev of the given id, `between` may connect a client
 /// meanwhile.  Each round has a chardev id of its own: a chardev whose
@@ -96,6 +115,7 @@ fn client_chardev(id: &str, path: &Path, reconnect_ms: Option<u64>) -> Value {
 fn churn(
     qemu: &mut Qemu,
     rng: &mut Rng,
+    waits: Waits,
     add: impl Fn(&mut Qemu, &str),
     mut between: impl FnMut(&mut Qemu, &str, &mut Rng),
 ) {
@@ -104,9 +124,9 @@ fn churn(
         add(qemu, &chr);
         qemu.monitor_add("m", &chr);
         between(qemu, &chr, rng);
-        thread::sleep(Duration::from_micros(rng.below(20_000) as u64));
+        thread::sleep(Duration::from_micros(rng.below(waits.before_remove_us) as u64));
         qemu.monitor_remove("m");
-        thread::sleep(Duration::from_micros(rng.below(10_000) as u64));
+        thread::sleep(Duration::from_micros(rng.below(waits.before_chardev_remove_us) as u64));
         qemu.mgr.ok("chardev-remove", json!({"id": chr}));
         manager_alive(qemu, round);
     }
@@ -126,6 +146,7 @@ fn a_reconnecting_client_socket_is_removed_cleanly() {
     churn(
         &mut qemu,
         &mut rng,
+        RECONNECT_WAITS,
         |q, chr| {
             q.mgr
                 .ok("chardev-add", client_chardev(chr, &path, Some(20)));
@@ -146,6 +167,7 @@ fn a_client_socket_dropped_by_its_server_is_removed_cleanly() {
     churn(
         &mut qemu,
         &mut rng,
+        SHORT_WAITS,
         |q, chr| {
             q.mgr.ok("chardev-add", client_chardev(chr, &path, None));
         },
@@ -166,6 +188,7 @@ fn a_listening_socket_with_clients_coming_and_going_is_removed_cleanly() {
     churn(
         &mut qemu,
         &mut rng,
+        SHORT_WAITS,
         |q, chr| q.add_socket_chardev(chr),
         |q, chr, rng| {
             if rng.chance(1, 2) {
@@ -203,6 +226,7 @@ fn an_fd_socket_is_removed_cleanly() {
     churn(
         &mut qemu,
         &mut rng,
+        SHORT_WAITS,
         |q, chr| clients.borrow_mut().push(q.add_socketpair_chardev(chr)),
         |_, _, rng| {
             if rng.chance(1, 2) {
