@@ -15,9 +15,23 @@
 //! and the getfd fds QEMU holds must match the model, and every reply
 //! a client read is checked (see model/client.rs).  A failing plan is shrunk and printed.
 //!
-//! `cargo test --test model` runs 3 seeds of about 200 steps.  More:
-//! `make fuzz SEEDS=N` (the `#[ignore]`d `model_fuzz`).  Environment:
+//! Besides well-formed requests, clients send malformed input (partial
+//! lines, garbage bytes), each followed by a byte that resets QEMU's JSON
+//! parser, and expect each error reply exactly (model/client.rs,
+//! GARBAGE); monitors may be restricted (allow-commands /
+//! deny-commands, the -object monitor `obj0` too), and every request of
+//! their clients is predicted allowed or "not allowed".  A step that
+//! races QEMU (a close-action=delete removal against chardev-remove,
+//! monitor-remove or object-del; a client leaving around monitor-add
+//! close-action=delete) accepts exactly the outcomes listed next to it
+//! in model/state.rs and model/exec.rs; which ones were seen is printed
+//! at the end ("outcome seen").
+//!
+//! `cargo test --test model` runs seeds 1 to 8 of about 500 steps
+//! (about 60 s on 2 cores).  More: `make fuzz SEEDS=N` (the `#[ignore]`d
+//! `model_fuzz`).  Environment:
 //! - `QMH_SEED=S`: run that seed only (both tests), to replay a failure;
+//! - `QMH_SEEDS=N`: `model_random_steps` runs seeds 1 to N;
 //! - `QMH_STEPS=N`: steps per seed;
 //! - `QMH_SINGLE=1`: run the lanes one after the other, not in threads;
 //! - `QMH_SHRINK_SECS=T`: time budget for shrinking one failure;
@@ -149,13 +163,14 @@ fn run_seeds(what: &str, seeds: &[u64], steps: usize, shrink_budget: Duration) {
     }
 }
 
-/// The bounded run of `cargo test`: 3 fixed seeds of about 200 steps.
+/// The bounded run of `cargo test`: fixed seeds 1 to 8 of about 500
+/// steps (QMH_SEEDS, QMH_STEPS).
 #[test]
 fn model_random_steps() {
-    let steps = env("QMH_STEPS").unwrap_or(200);
+    let steps = env("QMH_STEPS").unwrap_or(500);
     let seeds: Vec<u64> = match env("QMH_SEED") {
         Some(s) => vec![s],
-        None => vec![1, 2, 3],
+        None => (1..=env("QMH_SEEDS").unwrap_or(8)).collect(),
     };
     let budget = Duration::from_secs(env("QMH_SHRINK_SECS").unwrap_or(15));
     run_seeds("model_random_steps", &seeds, steps, budget);

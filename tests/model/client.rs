@@ -20,13 +20,105 @@ pub enum Reply {
     Return(Value),
     /// A return value that is an array.
     List,
+    /// A return value that is an object.
+    Object,
+    /// A return value that is a string.
+    Str,
     /// A CommandNotFound error with this text.
-    NotFound(&'static str),
+    NotFound(String),
+    /// A GenericError with this text.
+    Error(String),
 }
 
 /// How long a removed monitor's connection may stay open once the
-/// client got everything it was owed.
-const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+/// client got everything it was owed: QEMU must close it (SPEC.md:
+/// the client is disconnected), and this is the bound of that wait.
+const EOF_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Malformed input for the clients to send: (bytes, the error replies
+/// they get before the resync byte, the partial token the lexer holds
+/// when the resync byte comes).  QEMU's lexer (qobject/json-lexer.c)
+/// needs the byte after a number or keyword to end it; its streamer
+/// (json-streamer.c) parses each top-level value as soon as it is
+/// complete (a closing `}` or `]` with nothing open is a value on its
+/// own), and keeps the tokens of an object or array still open.
+pub const GARBAGE: &[(&[u8], &[&str], &str)] = &[
+    (
+        b"1}",
+        &[NOT_OBJECT, "JSON parse error, expecting value"],
+        "",
+    ),
+    (b"{\"execute\":", &[], ""),
+    (b"{\"execute\": \"query-name\"", &[], ""),
+    (b"{\"execute\": \"qu", &[], "\"qu"),
+    (b"\xff", &["JSON parse error, stray '\u{fffd}'"], ""),
+    (b"]", &["JSON parse error, expecting value"], ""),
+    (b"}", &["JSON parse error, expecting value"], ""),
+    (b"1", &[NOT_OBJECT], ""),
+    (b"[1, {\"execute\": \"query-name\"}]", &[NOT_OBJECT], ""),
+    (b"\"abc\"", &[NOT_OBJECT], ""),
+    (b"nul", &["JSON parse error, invalid keyword 'nul'"], ""),
+];
+
+const NOT_OBJECT: &str = "QMP input must be a JSON object";
+
+/// Bytes that put QEMU's JSON parser back into its start state whatever
+/// came before (the lexer's error recovery ends at an ASCII control byte
+/// other than \t \r \n, and at 0xfe / 0xff; in its start state each is
+/// a lexical error, which empties the streamer), as tests/input_fuzz
+/// resynchronises: (the byte, how QEMU's error text shows it).  Each
+/// gets one error reply, "stray" with the partial token before it.
+pub const RESYNC: &[(u8, &str)] = &[
+    (0x00, ""),
+    (0x01, "\u{1}"),
+    (0x1b, "\u{1b}"),
+    (0xfe, "\u{fffd}"),
+    (0xff, "\u{fffd}"),
+];
+
+/// The error replies GARBAGE[g] then RESYNC[r] get, in order.
+pub fn garbage_errors(g: usize, r: usize) -> Vec<String> {
+    let (_, errors, pending) = GARBAGE[g];
+    let mut v: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    v.push(format!(
+        "JSON parse error, stray '{pending}{}'",
+        RESYNC[r].1
+    ));
+    v
+}
+
+/// The probe commands: (command, arguments, the reply in command mode on
+/// a monitor that allows it).
+pub fn probe(i: usize) -> (&'static str, Option<Value>, Reply) {
+    match i % PROBES {
+        0 => ("query-name", None, Reply::Return(json!({}))),
+        1 => ("query-version", None, Reply::Object),
+        2 => (
+            "human-monitor-command",
+            Some(json!({"command-line": "info version"})),
+            Reply::Str,
+        ),
+        3 => (
+            "x-nosuch",
+            None,
+            Reply::NotFound("The command x-nosuch has not been found".into()),
+        ),
+        4 => ("query-status", None, Reply::Object),
+        _ => ("query-commands", None, Reply::List),
+    }
+}
+
+pub const PROBES: usize = 6;
+
+/// What a flood's requests must get: None a success, Some an error text.
+#[derive(Debug, Clone)]
+pub struct Flood {
+    pub prefix: String,
+    /// exec-oob query-yank (ids ending in `y`)
+    pub yank: Option<String>,
+    /// query-name (ids ending in `n`)
+    pub name: Option<String>,
+}
 
 pub const NEGOTIATE_FIRST: &str = "Expecting capabilities negotiation with 'qmp_capabilities'";
 pub const ALREADY_NEGOTIATED: &str =
@@ -34,7 +126,8 @@ pub const ALREADY_NEGOTIATED: &str =
 
 #[derive(Debug)]
 struct Owed {
-    id: String,
+    /// None: an error reply without id (to malformed input)
+    id: Option<String>,
     reply: Reply,
     oob: bool,
     /// the request number (for the event fence)
@@ -62,8 +155,8 @@ pub struct Client {
     /// events come from another lane).
     pub expected_events: Option<VecDeque<(String, u32)>>,
     /// Requests with ids of this prefix were sent by a flood writer:
-    /// their replies must be successes, each at most once.
-    pub flood: Option<String>,
+    /// their replies must be as it says, each at most once.
+    pub flood: Option<Flood>,
 }
 
 impl Client {
@@ -112,7 +205,7 @@ impl Client {
             self.dropped.insert(id.clone());
         } else {
             self.owed.push_back(Owed {
-                id,
+                id: Some(id),
                 reply,
                 oob,
                 n: self.next,
@@ -120,6 +213,23 @@ impl Client {
             });
         }
         format!("{msg}\n")
+    }
+
+    /// The bytes of GARBAGE[g] and RESYNC[r], their error replies
+    /// registered as owed (in band, without id).
+    pub fn garbage(&mut self, g: usize, r: usize) -> Vec<u8> {
+        for e in garbage_errors(g, r) {
+            self.owed.push_back(Owed {
+                id: None,
+                reply: Reply::Error(e),
+                oob: false,
+                n: self.next + 1,
+                caps: false,
+            });
+        }
+        let mut bytes = GARBAGE[g].0.to_vec();
+        bytes.push(RESYNC[r].0);
+        bytes
     }
 
     /// The number the next request will get.
@@ -181,17 +291,31 @@ impl Client {
             }
             return Ok(());
         }
+        if msg.get("id").is_none() {
+            return self.absorb_anonymous(msg);
+        }
         let Some(id) = msg.get("id").and_then(Value::as_str).map(str::to_owned) else {
             return Err(self.fail(
                 Kind::StrayReply,
                 format!("a reply without the id it was sent with: {msg}"),
             ));
         };
-        if self.flood.as_deref().is_some_and(|p| id.starts_with(p)) {
-            if msg.get("return").is_none() {
+        if let Some(f) = self.flood.as_ref().filter(|f| id.starts_with(&f.prefix)) {
+            let want = if id.ends_with('y') { &f.yank } else { &f.name };
+            let ok = match want {
+                None => msg.get("return").is_some(),
+                Some(desc) => {
+                    msg["error"]["class"] == "GenericError" && msg["error"]["desc"] == *desc
+                }
+            };
+            if !ok {
                 return Err(self.fail(
                     Kind::WrongReply,
-                    format!("a flood request failed: {}", cut_msg(&msg)),
+                    format!(
+                        "flood request {id}: {} where {} was expected",
+                        cut_msg(&msg),
+                        want.as_deref().unwrap_or("a success")
+                    ),
                 ));
             }
             if !self.answered.insert(id.clone()) {
@@ -211,7 +335,11 @@ impl Client {
         if self.answered.contains(&id) {
             return Err(self.fail(Kind::StrayReply, format!("a second reply to {id}: {msg}")));
         }
-        let Some(pos) = self.owed.iter().position(|o| o.id == id) else {
+        let Some(pos) = self
+            .owed
+            .iter()
+            .position(|o| o.id.as_deref() == Some(id.as_str()))
+        else {
             return Err(self.fail(
                 Kind::StrayReply,
                 format!("a reply to a request it never sent: {msg}"),
@@ -220,50 +348,80 @@ impl Client {
         let o = &self.owed[pos];
         if !o.oob {
             if let Some(first) = self.owed.iter().find(|o| !o.oob) {
-                if first.id != id {
+                if first.id.as_deref() != Some(id.as_str()) {
                     return Err(self.fail(
                         Kind::StrayReply,
                         format!(
-                            "in-band reply {id} before the reply to {}: {}",
-                            first.id,
+                            "in-band reply {id} before the reply {}: {}",
+                            first.what(),
                             cut_msg(&msg)
                         ),
                     ));
                 }
             }
         }
-        let ok = match &o.reply {
-            Reply::Return(v) => msg.get("return") == Some(v),
-            Reply::List => msg.get("return").is_some_and(Value::is_array),
-            Reply::NotFound(desc) => {
-                msg["error"]["class"] == "CommandNotFound" && msg["error"]["desc"] == *desc
-            }
-        };
-        if !ok {
+        if !o.reply.fits(&msg) {
             return Err(self.fail(
                 Kind::WrongReply,
                 format!("reply {} where {:?} was expected", cut_msg(&msg), o.reply),
             ));
         }
-        if let Some(exp) = &self.expected_events {
-            if let Some((name, fence)) = exp.front() {
-                if o.n >= *fence {
-                    return Err(self.fail(
-                        Kind::Event,
-                        format!(
-                            "no {name} event before the reply to a request sent after it was \
-                             emitted: {}",
-                            cut_msg(&msg)
-                        ),
-                    ));
-                }
-            }
-        }
+        self.check_fence(o.n, &msg)?;
         if o.caps {
             self.command_mode = true;
         }
         self.answered.insert(id);
         self.owed.remove(pos);
+        Ok(())
+    }
+
+    /// An error reply without id: the first in-band reply owed must be
+    /// one to malformed input, with this text.
+    fn absorb_anonymous(&mut self, msg: Value) -> Res {
+        let Some(pos) = self.owed.iter().position(|o| !o.oob) else {
+            return Err(self.fail(
+                Kind::StrayReply,
+                format!("a reply without id, none owed: {msg}"),
+            ));
+        };
+        let o = &self.owed[pos];
+        if o.id.is_some() {
+            return Err(self.fail(
+                Kind::StrayReply,
+                format!(
+                    "a reply without id where the reply {} was due: {msg}",
+                    o.what()
+                ),
+            ));
+        }
+        if !o.reply.fits(&msg) {
+            return Err(self.fail(
+                Kind::WrongReply,
+                format!("reply {} where {:?} was expected", cut_msg(&msg), o.reply),
+            ));
+        }
+        self.check_fence(o.n, &msg)?;
+        self.owed.remove(pos);
+        Ok(())
+    }
+
+    /// An expected event must come before the reply to request `n`, if
+    /// that was sent after the event was emitted.
+    fn check_fence(&self, n: u32, msg: &Value) -> Res {
+        if let Some(exp) = &self.expected_events {
+            if let Some((name, fence)) = exp.front() {
+                if n >= *fence {
+                    return Err(self.fail(
+                        Kind::Event,
+                        format!(
+                            "no {name} event before the reply to a request sent after it was \
+                             emitted: {}",
+                            cut_msg(msg)
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -274,7 +432,7 @@ impl Client {
                 Incoming::Msg(m) => self.absorb(m)?,
                 Incoming::Closed => {
                     let what = match self.owed.front() {
-                        Some(o) => format!("the reply to {}", o.id),
+                        Some(o) => format!("the reply {}", o.what()),
                         None => "the greeting".to_owned(),
                     };
                     return Err(self.fail(
@@ -305,23 +463,24 @@ impl Client {
 
     fn read_to_close_strict(&mut self, complete: bool) -> Res {
         loop {
-            // Once nothing is owed, the end should come at once; QEMU
-            // that waits for the client to close first is noted, and the
-            // client closes (waiting longer would only slow the run).
+            // Once nothing is owed, the end must come: QEMU that waits
+            // for the client to close first fails (bounded wait).
             let quiet = !self.owes();
-            let limit = if quiet { QUIET } else { READ_LIMIT };
+            let limit = if quiet { EOF_LIMIT } else { READ_LIMIT };
             let got = self.conn.recv(limit);
             if quiet && matches!(&got, Err(f) if f.kind == Kind::Timeout) {
-                note(format!(
-                    "after {}, a client owed nothing gets no EOF within {QUIET:?} (QEMU waits for \
-                     the client to close)",
-                    if complete {
-                        "a self-removal"
-                    } else {
-                        "monitor-remove or chardev-remove"
-                    }
+                return Err(self.fail(
+                    Kind::Timeout,
+                    format!(
+                        "owed nothing, got no EOF within {EOF_LIMIT:?} of {} (QEMU must \
+                         disconnect a removed monitor's client)",
+                        if complete {
+                            "its monitor's self-removal"
+                        } else {
+                            "its monitor's removal"
+                        }
+                    ),
                 ));
-                return Ok(());
             }
             let got = got.map_err(|f| {
                 if f.kind == Kind::Timeout {
@@ -343,8 +502,8 @@ impl Client {
                 return Err(self.fail(
                     Kind::MissingReply,
                     format!(
-                        "its monitor removed itself and closed without the reply to {} ({} owed)",
-                        o.id,
+                        "its monitor removed itself and closed without the reply {} ({} owed)",
+                        o.what(),
                         self.owed.len()
                     ),
                 ));
@@ -359,6 +518,34 @@ impl Client {
         let fence = self.next_request();
         if let Some(exp) = &mut self.expected_events {
             exp.push_back((name.to_owned(), fence));
+        }
+    }
+}
+
+impl Owed {
+    fn what(&self) -> String {
+        match &self.id {
+            Some(id) => format!("to {id}"),
+            None => format!("{:?} to malformed input", self.reply),
+        }
+    }
+}
+
+impl Reply {
+    /// Does `msg` answer as this says?
+    fn fits(&self, msg: &Value) -> bool {
+        let err = |class: &str, desc: &str| {
+            msg.get("return").is_none()
+                && msg["error"]["class"] == class
+                && msg["error"]["desc"] == desc
+        };
+        match self {
+            Reply::Return(v) => msg.get("return") == Some(v),
+            Reply::List => msg.get("return").is_some_and(Value::is_array),
+            Reply::Object => msg.get("return").is_some_and(Value::is_object),
+            Reply::Str => msg.get("return").is_some_and(Value::is_string),
+            Reply::NotFound(desc) => err("CommandNotFound", desc),
+            Reply::Error(desc) => err("GenericError", desc),
         }
     }
 }

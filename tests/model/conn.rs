@@ -72,6 +72,11 @@ impl Conn {
         self.stream.write_all(text.as_bytes())
     }
 
+    /// Writes all of `bytes` (which need not be UTF-8), as `write`.
+    pub fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// A second handle on the socket, for a writer thread.
     pub fn writer(&self) -> UnixStream {
         self.stream.try_clone().expect("dup")

@@ -17,12 +17,12 @@ use std::{
 use serde_json::{json, Value};
 
 use super::{
-    client::{Client, Reply, ALREADY_NEGOTIATED, NEGOTIATE_FIRST},
+    client::{probe, Client, Flood, Reply, ALREADY_NEGOTIATED, NEGOTIATE_FIRST},
     common::{fd_chardev, socket_chardev},
     conn::Conn,
-    failure::{Failure, Kind, Res},
+    failure::{note, Failure, Kind, Res},
     plan::Step,
-    state::{CState, ChrKind, Close, Expect, Lane, Shared},
+    state::{refused, CState, ChrKind, Close, Expect, Lane, Lists, Shared},
 };
 
 /// How long a close-action=delete removal may take to show.
@@ -71,8 +71,9 @@ impl LaneExec {
         self.ctl.call(&cmd, &id, ctl_event)
     }
 
-    /// A command whose outcome the model predicts.  Returns whether it
-    /// succeeded (for Expect::Racy, the caller interprets the error).
+    /// A command whose outcome the model predicts (for Expect::OneOf, one
+    /// of the alternatives, which the caller tells apart).  Returns its
+    /// return value or error text.
     fn ctl_expect(
         &mut self,
         execute: &str,
@@ -89,9 +90,15 @@ impl LaneExec {
                 )))
             }
         };
+        let fits = |alt: &Option<String>| match (alt, &got) {
+            (None, Ok(_)) => true,
+            (Some(d), Err(g)) => d == g,
+            _ => false,
+        };
         match (exp, &got) {
-            (Expect::Ok, Ok(_)) | (Expect::Racy, _) => {}
+            (Expect::Ok, Ok(_)) => {}
             (Expect::Err(d), Err(g)) if d == g => {}
+            (Expect::OneOf(alts), _) if alts.iter().any(fits) => {}
             _ => {
                 return Err(wrong(format!(
                     "{execute} {args}: expected {exp:?}, got {rsp}"
@@ -118,7 +125,7 @@ impl LaneExec {
             Step::MonitorRemove { .. } | Step::ChardevRemove { .. } => false,
             Step::ChardevAdd { chr } | Step::Connect { chr, .. } => m.is_dying_name(chr),
             Step::MonitorAdd { id, chr, .. } => m.is_dying_name(id) || m.is_dying_name(chr),
-            Step::Session { .. } | Step::StopCont { .. } => false,
+            Step::Session { .. } | Step::StopCont { .. } | Step::LeaveAroundAdd { .. } => false,
             Step::FloodRemoved { client, .. } => client_dying(client),
             Step::Negotiate { client, .. }
             | Step::Command { client, .. }
@@ -126,7 +133,9 @@ impl LaneExec {
             | Step::Drain { client }
             | Step::Getfd { client, .. }
             | Step::SelfRemove { client, .. }
-            | Step::Disconnect { client, .. } => client_dying(client),
+            | Step::Disconnect { client, .. }
+            | Step::Garbage { client, .. }
+            | Step::Probe { client, .. } => client_dying(client),
         }
     }
 
@@ -205,12 +214,15 @@ impl LaneExec {
                 let exp = self.model.expect_chardev_remove(shared, chr);
                 let got = self.ctl_expect("chardev-remove", json!({"id": chr}), &exp)?;
                 match (&exp, got) {
-                    (Expect::Racy, Err(d)) if d == format!("Chardev '{chr}' is busy") => {}
-                    (Expect::Racy, Err(d)) if d == format!("Chardev '{chr}' not found") => {
+                    // racing its close-action=delete removal (the only
+                    // alternatives: see expect_chardev_remove): before it,
+                    // the chardev is still dying; after it, both are gone
+                    (Expect::OneOf(_), Err(d)) if d == format!("Chardev '{chr}' not found") => {
+                        note("outcome seen: chardev-remove of a dying chardev: not found".into());
                         self.model.remove_chardev(chr);
                     }
-                    (Expect::Racy, Err(d)) => {
-                        return Err(wrong(format!("chardev-remove of a dying chardev: {d}")))
+                    (Expect::OneOf(_), Err(_)) => {
+                        note("outcome seen: chardev-remove of a dying chardev: busy".into());
                     }
                     (_, Ok(_)) => {
                         // its monitor (if dying) is gone too; a client
@@ -228,9 +240,11 @@ impl LaneExec {
                 close,
                 pretty,
                 object,
+                lists,
             } => {
                 let exp = self.model.expect_monitor_add(shared, id, chr, *object);
                 let mut args = json!({"id": id, "chardev": chr});
+                lists.add_to(&mut args, false);
                 if let Some(c) = close {
                     args["close-action"] = json!(c.name());
                 }
@@ -244,8 +258,14 @@ impl LaneExec {
                     "monitor-add"
                 };
                 if self.ctl_expect(command, args, &exp)?.is_ok() {
-                    self.model
-                        .add_monitor(round, id, chr, close.unwrap_or(Close::None), *object);
+                    self.model.add_monitor(
+                        round,
+                        id,
+                        chr,
+                        close.unwrap_or(Close::None),
+                        *object,
+                        lists,
+                    );
                     let waiting = self.model.chrs[chr].client.clone();
                     if let Some(c) = waiting.and_then(|c| self.clients.get_mut(&c)) {
                         c.greeting_due = true;
@@ -261,14 +281,19 @@ impl LaneExec {
                 };
                 let got = self.ctl_expect(command, json!({"id": id}), &exp)?;
                 match (&exp, got) {
-                    (Expect::Racy, Err(d)) if d == gone => {
+                    // racing its close-action=delete removal, exactly
+                    // one of the two wins (see expect_monitor_remove)
+                    (Expect::OneOf(_), Err(d)) if d == gone => {
+                        note(format!(
+                            "outcome seen: {command} of a dying monitor: not found"
+                        ));
                         // the close won; the chardev goes too
                         self.model.drop_monitor(id);
                     }
-                    (Expect::Racy, Err(d)) => {
-                        return Err(wrong(format!("{command} of a dying monitor: {d}")))
-                    }
-                    (Expect::Racy, Ok(_)) => {
+                    (Expect::OneOf(_), Ok(_)) => {
+                        note(format!(
+                            "outcome seen: {command} of a dying monitor: removed"
+                        ));
                         // the manager won: the chardev stays
                         let chr = self.model.mon(id).map(|m| m.chr.clone());
                         self.model.drop_monitor(id);
@@ -290,11 +315,10 @@ impl LaneExec {
                 let Some(state) = self.state(client) else {
                     return Ok(());
                 };
-                let reply = match state {
-                    CState::Waiting => return Ok(()),
-                    CState::Negotiating => Reply::Return(json!({})),
-                    CState::Command { .. } => Reply::NotFound(ALREADY_NEGOTIATED),
-                };
+                if state == CState::Waiting {
+                    return Ok(());
+                }
+                let reply = self.reply_for(client, "qmp_capabilities", Reply::Return(json!({})));
                 let args = if *oob {
                     json!({"enable": ["oob"]})
                 } else {
@@ -313,15 +337,18 @@ impl LaneExec {
                 };
                 let req = match (state, oob) {
                     (CState::Waiting, _) => return Ok(()),
-                    (CState::Negotiating, false) => {
-                        ("query-name", None, false, Reply::NotFound(NEGOTIATE_FIRST))
-                    }
-                    (CState::Command { .. }, false) => {
-                        ("query-name", None, false, Reply::Return(json!({})))
-                    }
-                    (CState::Command { oob: true }, true) => {
-                        ("query-yank", None, true, Reply::List)
-                    }
+                    (_, false) => (
+                        "query-name",
+                        None,
+                        false,
+                        self.reply_for(client, "query-name", Reply::Return(json!({}))),
+                    ),
+                    (CState::Command { oob: true }, true) => (
+                        "query-yank",
+                        None,
+                        true,
+                        self.reply_for(client, "query-yank", Reply::List),
+                    ),
                     _ => return Ok(()),
                 };
                 self.send_and_drain(client, &[req])?;
@@ -333,24 +360,18 @@ impl LaneExec {
                 };
                 let mut reqs = Vec::new();
                 for i in 0..*n {
-                    reqs.push(match (state, oob) {
+                    let (name, oob, reply) = match (state, oob) {
                         (CState::Waiting, _) => return Ok(()),
-                        (CState::Negotiating, _) => (
-                            "query-qmp-schema",
-                            None,
-                            false,
-                            Reply::NotFound(NEGOTIATE_FIRST),
-                        ),
+                        (CState::Negotiating, _) => ("query-qmp-schema", false, Reply::List),
                         (CState::Command { oob: true }, true) if i % 3 != 2 => {
-                            ("query-yank", None, true, Reply::List)
+                            ("query-yank", true, Reply::List)
                         }
                         (CState::Command { .. }, true) => {
-                            ("query-name", None, false, Reply::Return(json!({})))
+                            ("query-name", false, Reply::Return(json!({})))
                         }
-                        (CState::Command { .. }, false) => {
-                            ("query-qmp-schema", None, false, Reply::List)
-                        }
-                    });
+                        (CState::Command { .. }, false) => ("query-qmp-schema", false, Reply::List),
+                    };
+                    reqs.push((name, None, oob, self.reply_for(client, name, reply)));
                 }
                 self.send(client, &reqs, &[])?;
                 self.model.client_mut(client).expect("client").unread += n;
@@ -363,6 +384,52 @@ impl LaneExec {
                 self.model.client_mut(client).expect("client").unread = 0;
             }
             Step::Getfd { client, fd } => self.getfd(client, fd)?,
+            Step::LeaveAroundAdd {
+                name,
+                early,
+                delay_ms,
+            } => self.leave_around_add(round, name, *early, *delay_ms)?,
+            Step::Garbage {
+                client,
+                garbage,
+                resync,
+                read,
+            } => {
+                if !matches!(
+                    self.state(client),
+                    Some(CState::Negotiating | CState::Command { .. })
+                ) {
+                    return Ok(());
+                }
+                let reply = self.reply_for(client, "query-name", Reply::Return(json!({})));
+                let c = self.clients.get_mut(client).expect("client");
+                let mut bytes = c.garbage(*garbage, *resync);
+                bytes.extend(c.request("query-name", None, false, reply, false).bytes());
+                if let Err(e) = c.conn.write_bytes(&bytes) {
+                    return Err(Failure::new(
+                        Kind::Io,
+                        format!("client {client}: write: {e}"),
+                    ));
+                }
+                if *read {
+                    c.drain()?;
+                    self.model.client_mut(client).expect("client").unread = 0;
+                } else {
+                    self.model.client_mut(client).expect("client").unread += 1;
+                }
+            }
+            Step::Probe { client, cmd } => {
+                if !matches!(
+                    self.state(client),
+                    Some(CState::Negotiating | CState::Command { .. })
+                ) {
+                    return Ok(());
+                }
+                let (name, args, reply) = probe(*cmd);
+                let reply = self.reply_for(client, name, reply);
+                self.send_and_drain(client, &[(name, args, false, reply)])?;
+                self.model.client_mut(client).expect("client").unread = 0;
+            }
             Step::FloodRemoved { client, delay_ms } => self.flood_removed(client, *delay_ms)?,
             Step::SelfRemove {
                 client,
@@ -453,6 +520,23 @@ impl LaneExec {
 
     fn state(&self, client: &str) -> Option<CState> {
         self.model.clients.get(client).map(|c| c.state)
+    }
+
+    /// The reply to command `name` from `client` (negotiating or in
+    /// command mode), `normal` where nothing stands in its way: a
+    /// restricted monitor refuses what its lists do not allow (before
+    /// anything else, negotiation included); in negotiation only
+    /// qmp_capabilities runs; afterwards it is refused.
+    fn reply_for(&self, client: &str, name: &str, normal: Reply) -> Reply {
+        if !self.model.client_allows(client, name) {
+            return Reply::Error(refused(name));
+        }
+        match (self.state(client), name == "qmp_capabilities") {
+            (Some(CState::Negotiating), true) => Reply::Return(json!({})),
+            (Some(CState::Negotiating), false) => Reply::NotFound(NEGOTIATE_FIRST.into()),
+            (Some(CState::Command { .. }), true) => Reply::NotFound(ALREADY_NEGOTIATED.into()),
+            _ => normal,
+        }
     }
 
     /// Writes requests (owed) and `dropped` ones (replies must not come)
@@ -558,7 +642,7 @@ impl LaneExec {
             json!({"id": name, "chardev": name, "close-action": "delete"}),
         )?;
         self.model
-            .add_monitor(round, name, name, Close::Delete, false);
+            .add_monitor(round, name, name, Close::Delete, false, &Lists::default());
         self.model.connect(client, name);
         let stream = UnixStream::from(ours);
         let track = self.model.lane == 0;
@@ -588,6 +672,15 @@ impl LaneExec {
         );
         // SAFETY: a fresh fd.
         let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+        if !self.model.client_allows(client, "getfd") {
+            // refused: sent without the fd, which QEMU's socket chardev
+            // would keep until the next fd or the end of the connection
+            let reply = Reply::Error(refused("getfd"));
+            return self.send_and_drain(
+                client,
+                &[("getfd", Some(json!({"fdname": fd})), false, reply)],
+            );
+        }
         let c = self.clients.get_mut(client).expect("client");
         let text = c.request(
             "getfd",
@@ -610,20 +703,88 @@ impl LaneExec {
         Ok(())
     }
 
+    /// A socketpair chardev without monitor whose client leaves around a
+    /// monitor-add close-action=delete.  Exactly two outcomes (SPEC.md,
+    /// close-action; docs/contract.md, monitor-add's errors): the
+    /// hang-up came first, and the add is refused with the defunct error
+    /// (nothing created, the chardev stays); or the add came first, and
+    /// the new monitor is added and then gone with its chardev.
+    fn leave_around_add(&mut self, round: u32, name: &str, early: bool, delay_ms: u32) -> Res {
+        let (ours, theirs) = super::common::socketpair();
+        self.ctl_seq += 1;
+        let id = format!("ctl{}-{}", self.model.lane, self.ctl_seq);
+        let msg = json!({"execute": "getfd", "arguments": {"fdname": name}, "id": id});
+        super::common::send_fd(
+            self.ctl.raw_fd(),
+            format!("{msg}\n").as_bytes(),
+            theirs.as_raw_fd(),
+        );
+        drop(theirs);
+        let rsp = self.ctl.wait_reply(&id, ctl_event)?;
+        if rsp.get("return") != Some(&json!({})) {
+            return Err(wrong(format!("getfd {name} on the control monitor: {rsp}")));
+        }
+        self.ctl_ok("chardev-add", fd_chardev(name, name))?;
+        self.model.add_chardev(name, ChrKind::Fd);
+        let pause = || std::thread::sleep(Duration::from_millis(delay_ms as u64));
+        let args = json!({"id": name, "chardev": name, "close-action": "delete"});
+        let rsp = if early {
+            drop(ours);
+            pause();
+            self.ctl_call("monitor-add", args.clone())?
+        } else {
+            self.ctl_seq += 1;
+            let id = format!("ctl{}-{}", self.model.lane, self.ctl_seq);
+            let msg = json!({"execute": "monitor-add", "arguments": args, "id": id});
+            self.ctl
+                .write(&format!("{msg}\n"))
+                .map_err(|e| Failure::new(Kind::Io, format!("monitor-add {name}: {e}")))?;
+            pause();
+            drop(ours);
+            self.ctl.wait_reply(&id, ctl_event)?
+        };
+        let defunct = format!(
+            "Chardev '{name}' has lost its client and cannot get another one; close-action \
+             'delete' needs a client"
+        );
+        if rsp.get("return") == Some(&json!({})) {
+            note("outcome seen: monitor-add around its client's leaving added, then gone".into());
+            // added, and its client is gone: it goes with its chardev
+            self.model
+                .add_monitor(round, name, name, Close::Delete, false, &Lists::default());
+            self.model.start_dying(name);
+        } else if rsp["error"]["class"] == "GenericError" && rsp["error"]["desc"] == defunct {
+            // refused: the chardev stays, without monitor
+            note("outcome seen: monitor-add around its client's leaving refused as defunct".into());
+        } else {
+            return Err(wrong(format!(
+                "monitor-add close-action=delete of {name} around its client's leaving: {rsp}, \
+                 where either {{}} or the error {defunct:?} was expected"
+            )));
+        }
+        Ok(())
+    }
+
     fn self_remove(&mut self, client: &str, before: u32, after: u32) -> Res {
         if !matches!(self.state(client), Some(CState::Command { .. })) {
             return Ok(());
         }
         let id = self.model.client_mon(client).expect("monitor").id.clone();
+        let name_reply = self.reply_for(client, "query-name", Reply::Return(json!({})));
         let mut reqs: Vec<(&str, Option<Value>, bool, Reply)> = (0..before)
-            .map(|_| ("query-name", None, false, Reply::Return(json!({}))))
+            .map(|_| ("query-name", None, false, name_reply.clone()))
             .collect();
         reqs.push((
             "monitor-remove",
             Some(json!({"id": id})),
             false,
-            Reply::Return(json!({})),
+            self.reply_for(client, "monitor-remove", Reply::Return(json!({}))),
         ));
+        if !self.model.client_allows(client, "monitor-remove") {
+            // refused: the session goes on, and answers what follows
+            reqs.extend((0..after).map(|_| ("query-name", None, false, name_reply.clone())));
+            return self.send_and_drain(client, &reqs);
+        }
         let dropped: Vec<(&str, Option<Value>)> =
             (0..after).map(|_| ("query-name", None)).collect();
         self.send(client, &reqs, &dropped)?;
@@ -640,9 +801,15 @@ impl LaneExec {
         }
         let oob = matches!(self.state(client), Some(CState::Command { oob: true }));
         let id = self.model.client_mon(client).expect("monitor").id.clone();
+        let refusal = |name: &str| (!self.model.client_allows(client, name)).then(|| refused(name));
+        let (yank, name) = (refusal("query-yank"), refusal("query-name"));
         let c = self.clients.get_mut(client).expect("client");
         let prefix = format!("{}-flood-", c.name);
-        c.flood = Some(prefix.clone());
+        c.flood = Some(Flood {
+            prefix: prefix.clone(),
+            yank,
+            name,
+        });
         let mut out = c.conn.writer();
         let writer = std::thread::spawn(move || {
             use std::io::Write;
@@ -654,11 +821,11 @@ impl LaneExec {
                     n += 1;
                     if oob && n % 3 != 0 {
                         batch.push_str(&format!(
-                            "{{\"exec-oob\": \"query-yank\", \"id\": \"{prefix}{n}\"}}\n"
+                            "{{\"exec-oob\": \"query-yank\", \"id\": \"{prefix}{n}y\"}}\n"
                         ));
                     } else {
                         batch.push_str(&format!(
-                            "{{\"execute\": \"query-name\", \"id\": \"{prefix}{n}\"}}\n"
+                            "{{\"execute\": \"query-name\", \"id\": \"{prefix}{n}n\"}}\n"
                         ));
                     }
                 }

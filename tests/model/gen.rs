@@ -6,10 +6,45 @@
 //! the generator forgets both objects (the executor knows the truth).
 
 use super::{
+    client::{GARBAGE, PROBES, RESYNC},
     common::Rng,
     plan::{Item, Plan, Step},
-    state::{CState, ChrKind, Close, Expect, Lane, Shared},
+    state::{CState, ChrKind, Close, Expect, Lane, Lists, Shared},
 };
+
+/// Patterns for allow-commands: names and prefixes of the commands the
+/// clients send (query-name, query-yank, query-qmp-schema, getfd,
+/// monitor-remove, the probes), and some that match none or all.
+const ALLOW: &[&str] = &[
+    "query-*",
+    "query-name",
+    "query-yank",
+    "query-qmp-*",
+    "query-n*",
+    "getfd",
+    "monitor-*",
+    "monitor-remove",
+    "human-monitor-command",
+    "human-*",
+    "x-*",
+    "*",
+    "qmp_capabilities",
+    "stop",
+];
+
+/// Patterns for deny-commands.
+const DENY: &[&str] = &[
+    "query-qmp-schema",
+    "query-yank",
+    "query-name",
+    "query-v*",
+    "getfd",
+    "monitor-remove",
+    "human-monitor-command",
+    "qmp_capabilities",
+    "x-nosuch",
+    "*",
+];
 
 struct Gen<'a> {
     rng: Rng,
@@ -101,6 +136,9 @@ impl Gen<'_> {
             (3, Self::disconnect),
             (1, Self::stop_cont),
             (1, Self::flood_removed),
+            (1, Self::leave_around_add),
+            (3, Self::garbage),
+            (3, Self::probe),
         ];
         let total: usize = table.iter().map(|t| t.0).sum();
         loop {
@@ -153,6 +191,29 @@ impl Gen<'_> {
         }
     }
 
+    fn patterns(&mut self, pool: &[&str]) -> Vec<String> {
+        (0..self.rng.range(0, 3))
+            .map(|_| self.rng.pick(pool).to_string())
+            .collect()
+    }
+
+    /// Mostly none; else an allow list, a deny list or both (possibly
+    /// empty).
+    fn lists(&mut self) -> Lists {
+        if self.rng.chance(3, 5) {
+            return Lists::default();
+        }
+        let (allow, deny) = match self.rng.below(3) {
+            0 => (true, false),
+            1 => (false, true),
+            _ => (true, true),
+        };
+        Lists {
+            allow: allow.then(|| self.patterns(ALLOW)),
+            deny: deny.then(|| self.patterns(DENY)),
+        }
+    }
+
     fn monitor_add(&mut self) -> Option<Step> {
         let chr = self.pick_of(&self.chardevs(false, true))?;
         let close = self.close_action();
@@ -162,6 +223,7 @@ impl Gen<'_> {
             close,
             pretty: self.rng.chance(1, 4),
             object: self.rng.chance(1, 3),
+            lists: self.lists(),
         })
     }
 
@@ -199,6 +261,7 @@ impl Gen<'_> {
             close,
             pretty: false,
             object: self.rng.chance(1, 3),
+            lists: self.lists(),
         })
     }
 
@@ -353,6 +416,39 @@ impl Gen<'_> {
         })
     }
 
+    fn leave_around_add(&mut self) -> Option<Step> {
+        if self.lane.chrs.len() >= 6 {
+            return None;
+        }
+        Some(Step::LeaveAroundAdd {
+            name: self.name('s'),
+            early: self.rng.chance(1, 2),
+            delay_ms: *self.rng.pick(&[0, 0, 1, 2, 5]),
+        })
+    }
+
+    fn talking(&self) -> Vec<String> {
+        self.clients_where(|s, _| matches!(s, CState::Negotiating | CState::Command { .. }))
+    }
+
+    fn garbage(&mut self) -> Option<Step> {
+        let client = self.pick_of(&self.talking())?;
+        Some(Step::Garbage {
+            client,
+            garbage: self.rng.below(GARBAGE.len()),
+            resync: self.rng.below(RESYNC.len()),
+            read: self.rng.chance(2, 3),
+        })
+    }
+
+    fn probe(&mut self) -> Option<Step> {
+        let client = self.pick_of(&self.talking())?;
+        Some(Step::Probe {
+            client,
+            cmd: self.rng.below(PROBES),
+        })
+    }
+
     fn stop_cont(&mut self) -> Option<Step> {
         (self.lane.lane == 0).then(|| Step::StopCont {
             stop: self.rng.chance(1, 2),
@@ -373,7 +469,7 @@ impl Gen<'_> {
                     l.remove_chardev(chr);
                     self.gone.push(chr.clone());
                 }
-                Expect::Racy => l.settle(),
+                Expect::OneOf(_) => l.settle(),
                 Expect::Err(_) => {}
             },
             Step::MonitorAdd {
@@ -381,10 +477,11 @@ impl Gen<'_> {
                 chr,
                 close,
                 object,
+                lists,
                 ..
             } => {
                 if l.expect_monitor_add(self.shared, id, chr, *object) == Expect::Ok {
-                    l.add_monitor(round, id, chr, close.unwrap_or(Close::None), *object);
+                    l.add_monitor(round, id, chr, close.unwrap_or(Close::None), *object, lists);
                 }
             }
             Step::MonitorRemove { id, object } => {
@@ -392,13 +489,13 @@ impl Gen<'_> {
                     Expect::Ok => {
                         l.drop_monitor(id);
                     }
-                    Expect::Racy => l.settle(),
+                    Expect::OneOf(_) => l.settle(),
                     Expect::Err(_) => {}
                 }
             }
             Step::Session { name, client } => {
                 l.add_chardev(name, ChrKind::Fd);
-                l.add_monitor(round, name, name, Close::Delete, false);
+                l.add_monitor(round, name, name, Close::Delete, false, &Lists::default());
                 l.connect(client, name);
             }
             Step::Connect { client, chr } => {
@@ -414,7 +511,21 @@ impl Gen<'_> {
                     c.unread = 0;
                 }
             }
-            Step::Command { client, .. } | Step::Drain { client } => {
+            // two outcomes, both leave nothing the plan may use
+            Step::LeaveAroundAdd { .. } => {}
+            Step::Garbage {
+                client,
+                read: false,
+                ..
+            } => {
+                if let Some(c) = l.client_mut(client) {
+                    c.unread += 1;
+                }
+            }
+            Step::Command { client, .. }
+            | Step::Drain { client }
+            | Step::Garbage { client, .. }
+            | Step::Probe { client, .. } => {
                 if let Some(c) = l.client_mut(client) {
                     c.unread = 0;
                 }
@@ -426,13 +537,21 @@ impl Gen<'_> {
             }
             Step::Getfd { client, fd } => {
                 if let Some(m) = l.client_mon(client).map(|m| m.id.clone()) {
-                    l.fds.insert(fd.clone(), m);
+                    if l.client_allows(client, "getfd") {
+                        l.fds.insert(fd.clone(), m);
+                    }
                 }
                 if let Some(c) = l.client_mut(client) {
                     c.unread = 0;
                 }
             }
-            Step::SelfRemove { client, .. } => l.self_removed(client),
+            Step::SelfRemove { client, .. } => {
+                if l.client_allows(client, "monitor-remove") {
+                    l.self_removed(client);
+                } else if let Some(c) = l.client_mut(client) {
+                    c.unread = 0;
+                }
+            }
             Step::Disconnect { client, .. } => l.disconnect(client),
             Step::StopCont { stop } => l.running = !*stop,
             Step::FloodRemoved { client, .. } => {

@@ -7,7 +7,10 @@
 
 use std::fmt;
 
-use super::state::Close;
+use super::{
+    client::{probe, GARBAGE, RESYNC},
+    state::{Close, Lists},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -19,13 +22,35 @@ pub enum Step {
         chr: String,
     },
     /// monitor-add, or with `object` object-add of a monitor-qmp
-    /// (QEMU 11.1's spelling).
+    /// (QEMU 11.1's spelling), restricted by `lists` if it has any.
     MonitorAdd {
         id: String,
         chr: String,
         close: Option<Close>,
         pretty: bool,
         object: bool,
+        lists: Lists,
+    },
+    /// socketpair + getfd + chardev-add (addr type fd), no monitor; then
+    /// our end is closed and monitor-add close-action=delete sent, the
+    /// close first (`early`) or right after the request, `delay_ms` apart.
+    LeaveAroundAdd {
+        name: String,
+        early: bool,
+        delay_ms: u32,
+    },
+    /// Malformed input (GARBAGE[garbage]), a byte that resets QEMU's JSON
+    /// parser (RESYNC[resync]), then a query-name; read at once if `read`.
+    Garbage {
+        client: String,
+        garbage: usize,
+        resync: usize,
+        read: bool,
+    },
+    /// One request of client::probe(cmd), read with its reply.
+    Probe {
+        client: String,
+        cmd: usize,
     },
     /// monitor-remove, or with `object` object-del.
     MonitorRemove {
@@ -115,6 +140,7 @@ impl fmt::Display for Step {
                 close,
                 pretty,
                 object,
+                lists,
             } => {
                 if *object {
                     write!(f, "object-add monitor-qmp id={id:?} chardev={chr:?}")?;
@@ -127,8 +153,37 @@ impl fmt::Display for Step {
                 if *pretty {
                     write!(f, " pretty")?;
                 }
+                if let Some(a) = &lists.allow {
+                    write!(f, " allow-commands={a:?}")?;
+                }
+                if let Some(d) = &lists.deny {
+                    write!(f, " deny-commands={d:?}")?;
+                }
                 Ok(())
             }
+            Step::LeaveAroundAdd {
+                name,
+                early,
+                delay_ms,
+            } => write!(
+                f,
+                "socketpair chardev {name}; the client leaves {} monitor-add close-action=delete \
+                 ({delay_ms} ms apart)",
+                if *early { "before" } else { "after" }
+            ),
+            Step::Garbage {
+                client,
+                garbage,
+                resync,
+                read,
+            } => write!(
+                f,
+                "client {client} sends {:?} + {:?} + query-name{}",
+                String::from_utf8_lossy(GARBAGE[*garbage].0),
+                RESYNC[*resync].0 as char,
+                if *read { "" } else { " unread" }
+            ),
+            Step::Probe { client, cmd } => write!(f, "client {client} {}", probe(*cmd).0),
             Step::MonitorRemove { id, object: false } => write!(f, "monitor-remove {id:?}"),
             Step::MonitorRemove { id, object: true } => write!(f, "object-del {id:?}"),
             Step::Session { name, client } => {

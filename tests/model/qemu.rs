@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! The QEMU under test: its command line (a manager -qmp, one -mon
-//! control monitor per worker lane, an HMP monitor and a removable -mon
-//! QMP monitor), the monitors that gives, and what /proc says about it.
+//! control monitor per worker lane, an HMP monitor, a removable -mon
+//! QMP monitor and a removable, restricted -object monitor-qmp), the
+//! monitors that gives, and what /proc says about it.
 
 use std::{
     fs::File,
@@ -15,7 +16,7 @@ use super::{
     common::{bin_dir, kill_if_running, temp_dir},
     conn::Conn,
     failure::{Failure, Kind, Res},
-    state::{Close, Lane, Mon, Shared},
+    state::{Close, Lane, Lists, Mon, Origin, Shared},
 };
 
 pub struct Qemu {
@@ -29,30 +30,45 @@ fn cli_mon(id: &str, chr: &str, hmp: bool, n: u32) -> Mon {
         id: id.into(),
         chr: chr.into(),
         hmp,
-        dynamic: false,
+        origin: Origin::CommandLine,
         close: Close::None,
+        lists: Lists::default(),
         object: false,
         order: (0, 0, n),
         dying: false,
     }
 }
 
+/// The lists of the -object monitor-qmp `obj0`.
+fn obj0_lists() -> Lists {
+    Lists {
+        allow: Some(vec!["query-*".into(), "getfd".into(), "monitor-*".into()]),
+        deny: Some(vec!["query-qmp-schema".into()]),
+    }
+}
+
 /// The monitors every lane may name and the lanes' starting models:
-/// lane 0 owns the -mon monitor `cli0` on `cli0chr`.
+/// lane 0 owns the -mon monitor `cli0` on `cli0chr` and the -object
+/// monitor-qmp `obj0` on `obj0chr` (created first: -object monitors
+/// come before those of -mon and -qmp).
 pub fn initial(workers: u8) -> (Shared, Vec<Lane>) {
-    let mut monitors = vec![cli_mon("compat_monitor0", "compat_monitor0", false, 0)];
+    let mut monitors = vec![cli_mon("compat_monitor0", "compat_monitor0", false, 1)];
     for w in 1..=workers {
         monitors.push(cli_mon(
             &format!("ctl{w}"),
             &format!("ctl{w}"),
             false,
-            w as u32,
+            w as u32 + 1,
         ));
     }
-    monitors.push(cli_mon("hmp0", "hmpchr", true, workers as u32 + 1));
+    monitors.push(cli_mon("hmp0", "hmpchr", true, workers as u32 + 2));
     let chardevs = monitors.iter().map(|m| m.chr.clone()).collect();
     let mut lanes: Vec<Lane> = (0..=workers).map(Lane::new).collect();
-    lanes[0].adopt_monitor(cli_mon("cli0", "cli0chr", false, workers as u32 + 2));
+    let mut obj0 = cli_mon("obj0", "obj0chr", false, 0);
+    obj0.object = true;
+    obj0.lists = obj0_lists();
+    lanes[0].adopt_monitor(obj0);
+    lanes[0].adopt_monitor(cli_mon("cli0", "cli0chr", false, workers as u32 + 3));
     (Shared { monitors, chardevs }, lanes)
 }
 
@@ -81,6 +97,15 @@ impl Qemu {
         }
         sock("hmpchr", "hmp", "readline", "hmp0");
         sock("cli0chr", "cli0chr", "control", "cli0");
+        args.push("-chardev".into());
+        args.push(format!(
+            "socket,id=obj0chr,path={d}/obj0chr.sock,server=on,wait=off"
+        ));
+        let mut obj0 = serde_json::json!({"qom-type": "monitor-qmp", "id": "obj0",
+                                          "chardev": "obj0chr"});
+        obj0_lists().add_to(&mut obj0, false);
+        args.push("-object".into());
+        args.push(obj0.to_string());
         let stderr = dir.join("qemu.stderr");
         let child = Command::new(bin_dir().join("qemu-system-x86_64"))
             .args(&args)

@@ -293,6 +293,8 @@ fn run_lanes(
 ) -> Res<Stats> {
     sync(qemu, lanes, shared, 0).map_err(|f| f.context("QEMU's monitors at start"))?;
     let fds_start = qemu.fds();
+    // the listening sockets of the lanes' command-line chardevs
+    let owned_at_start: usize = lanes.iter().map(|l| l.model.chrs.len()).sum();
     let mut rounds: BTreeMap<u32, Vec<Vec<Step>>> = BTreeMap::new();
     for item in plan {
         let r = rounds
@@ -327,7 +329,7 @@ fn run_lanes(
         .collect::<Res>()
         .map_err(|f| f.context("teardown"))?;
     sync(qemu, lanes, shared, teardown).map_err(|f| f.context("teardown"))?;
-    // The start's fds, minus cli0chr's listening socket.
+    // The start's fds, minus the listening sockets of cli0chr and obj0chr.
     let deadline = Instant::now() + SETTLE_LIMIT;
     loop {
         let fds = qemu.fds();
@@ -342,15 +344,15 @@ fn run_lanes(
                 None => true,
             })
             .collect();
-        if extra.is_empty() && left.len() == 1 {
+        if extra.is_empty() && left.len() == owned_at_start {
             break;
         }
         if Instant::now() > deadline {
             return Err(Failure::new(
                 Kind::FdLeak,
                 format!(
-                    "{} fds at start, {} at the end (1 fewer expected): new {extra:?}, gone \
-                     {left:?}",
+                    "{} fds at start, {} at the end ({owned_at_start} fewer expected): new \
+                     {extra:?}, gone {left:?}",
                     fds_start.len(),
                     fds.len()
                 ),

@@ -26,6 +26,73 @@ impl Close {
     }
 }
 
+/// How a monitor was made.  SPEC.md: `dynamic` is true for monitors
+/// created at run time (monitor-add, object-add), false for those of the
+/// command line (-mon, -qmp, -object); the model derives it from this
+/// and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    MonitorAdd,
+    ObjectAdd,
+}
+
+/// A monitor's allow-commands (None: not given) and deny-commands (None:
+/// not given; an empty list is the same as none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lists {
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+}
+
+/// The error a restricted monitor answers a refused command with.
+pub fn refused(name: &str) -> String {
+    format!("The command '{name}' is not allowed on this monitor")
+}
+
+/// A pattern: a command name, or a prefix followed by `*`.
+fn pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+impl Lists {
+    fn deny(&self) -> &[String] {
+        self.deny.as_deref().unwrap_or_default()
+    }
+
+    pub fn restricted(&self) -> bool {
+        self.allow.is_some() || !self.deny().is_empty()
+    }
+
+    /// May the client run `name`?  SPEC.md: qmp_capabilities always;
+    /// human-monitor-command only if allow-commands names it; deny wins.
+    pub fn allows(&self, name: &str) -> bool {
+        if name == "qmp_capabilities" || !self.restricted() {
+            return true;
+        }
+        let allowed = match &self.allow {
+            None => name != "human-monitor-command",
+            Some(a) if name == "human-monitor-command" => a.iter().any(|p| p == name),
+            Some(a) => a.iter().any(|p| pattern_matches(p, name)),
+        };
+        allowed && !self.deny().iter().any(|p| pattern_matches(p, name))
+    }
+
+    /// The members of monitor-add / object-add (and of query-monitors).
+    pub fn add_to(&self, args: &mut Value, for_query: bool) {
+        if let Some(a) = &self.allow {
+            args["allow-commands"] = json!(a);
+        }
+        match &self.deny {
+            Some(d) if !(for_query && d.is_empty()) => args["deny-commands"] = json!(d),
+            _ => {}
+        }
+    }
+}
+
 /// Creation order: (round, lane, sequence in the lane).  Monitors of
 /// different lanes created in the same round have no defined order.
 pub type Order = (u32, u8, u32);
@@ -35,8 +102,9 @@ pub struct Mon {
     pub id: String,
     pub chr: String,
     pub hmp: bool,
-    pub dynamic: bool,
+    pub origin: Origin,
     pub close: Close,
+    pub lists: Lists,
     /// A monitor-qmp object (object-add): it is in /objects too.
     pub object: bool,
     pub order: Order,
@@ -49,9 +117,11 @@ impl Mon {
     /// The query-monitors entry.
     pub fn info(&self) -> Value {
         let mut v = json!({"id": self.id, "mode": if self.hmp { "readline" } else { "control" },
-                           "chardev": self.chr, "dynamic": self.dynamic});
+                           "chardev": self.chr,
+                           "dynamic": self.origin != Origin::CommandLine});
         if !self.hmp {
             v["close-action"] = json!(self.close.name());
+            self.lists.add_to(&mut v, true);
         }
         v
     }
@@ -98,8 +168,9 @@ pub struct Client {
 pub enum Expect {
     Ok,
     Err(String),
-    /// A removal racing a close-action=delete removal: either may win.
-    Racy,
+    /// A step racing a close-action=delete removal: exactly one of these
+    /// outcomes (None: success, Some: the error text), and nothing else.
+    OneOf(Vec<Option<String>>),
 }
 
 /// The monitors and chardevs no lane changes, as QEMU reports them at
@@ -196,7 +267,13 @@ impl Lane {
         }
         match self.chrs.get(chr) {
             None => Expect::Err(format!("Chardev '{chr}' not found")),
-            Some(c) if c.dying => Expect::Racy,
+            // before the close-action's removal, or after it: the monitor
+            // and its chardev go in one main-loop callback, so never a
+            // success (which would mean a chardev left without monitor)
+            Some(c) if c.dying => Expect::OneOf(vec![
+                Some(format!("Chardev '{chr}' is busy")),
+                Some(format!("Chardev '{chr}' not found")),
+            ]),
             Some(c) if c.monitor.is_some() => Expect::Err(format!("Chardev '{chr}' is busy")),
             Some(_) => Expect::Ok,
         }
@@ -240,7 +317,10 @@ impl Lane {
     pub fn expect_monitor_remove(&self, shared: &Shared, id: &str, object: bool) -> Expect {
         if object {
             return match self.mon(id) {
-                Some(m) if m.object && m.dying => Expect::Racy,
+                // the manager first (the chardev stays), or the close
+                Some(m) if m.object && m.dying => {
+                    Expect::OneOf(vec![None, Some(format!("object '{id}' not found"))])
+                }
                 Some(m) if m.object => Expect::Ok,
                 _ => Expect::Err(format!("object '{id}' not found")),
             };
@@ -256,7 +336,10 @@ impl Lane {
         }
         match self.mon(id) {
             None => Expect::Err(format!("No monitor with id '{id}'")),
-            Some(m) if m.dying => Expect::Racy,
+            // the manager first (the chardev stays), or the close
+            Some(m) if m.dying => {
+                Expect::OneOf(vec![None, Some(format!("No monitor with id '{id}'"))])
+            }
             Some(m) if m.hmp => Expect::Err(format!(
                 "Monitor '{id}' is an HMP monitor; only QMP monitors can be removed"
             )),
@@ -289,15 +372,28 @@ impl Lane {
         Some(client)
     }
 
-    pub fn add_monitor(&mut self, round: u32, id: &str, chr: &str, close: Close, object: bool) {
+    pub fn add_monitor(
+        &mut self,
+        round: u32,
+        id: &str,
+        chr: &str,
+        close: Close,
+        object: bool,
+        lists: &Lists,
+    ) {
         self.seq += 1;
         let order = (round, self.lane, self.seq);
         self.mons.push(Mon {
             id: id.to_owned(),
             chr: chr.to_owned(),
             hmp: false,
-            dynamic: true,
+            origin: if object {
+                Origin::ObjectAdd
+            } else {
+                Origin::MonitorAdd
+            },
             close,
+            lists: lists.clone(),
             object,
             order,
             dying: false,
@@ -415,6 +511,11 @@ impl Lane {
                 c.dying = true;
             }
         }
+    }
+
+    /// The monitor's lists of the client's monitor allow `name`.
+    pub fn client_allows(&self, client: &str, name: &str) -> bool {
+        self.client_mon(client).is_none_or(|m| m.lists.allows(name))
     }
 
     pub fn client_mut(&mut self, client: &str) -> Option<&mut Client> {
