@@ -27,7 +27,7 @@
 //! in model/state.rs and model/exec.rs; which ones were seen is printed
 //! at the end ("outcome seen").
 //!
-//! `cargo test --test model` runs seeds 1 to 8 of about 500 steps
+//! `cargo test --test model` runs seeds 1 to 20 of about 500 steps
 //! (about 60 s on 2 cores).  More: `make fuzz SEEDS=N` (the `#[ignore]`d
 //! `model_fuzz`).  Environment:
 //! - `QMH_SEED=S`: run that seed only (both tests), to replay a failure;
@@ -163,14 +163,14 @@ fn run_seeds(what: &str, seeds: &[u64], steps: usize, shrink_budget: Duration) {
     }
 }
 
-/// The bounded run of `cargo test`: fixed seeds 1 to 8 of about 500
+/// The bounded run of `cargo test`: fixed seeds 1 to 20 of about 500
 /// steps (QMH_SEEDS, QMH_STEPS).
 #[test]
 fn model_random_steps() {
     let steps = env("QMH_STEPS").unwrap_or(500);
     let seeds: Vec<u64> = match env("QMH_SEED") {
         Some(s) => vec![s],
-        None => (1..=env("QMH_SEEDS").unwrap_or(8)).collect(),
+        None => (1..=env("QMH_SEEDS").unwrap_or(20)).collect(),
     };
     let budget = Duration::from_secs(env("QMH_SHRINK_SECS").unwrap_or(15));
     run_seeds("model_random_steps", &seeds, steps, budget);

@@ -174,10 +174,18 @@ impl Gen<'_> {
     }
 
     fn chardev_remove(&mut self) -> Option<Step> {
-        let chr = match self.rng.below(10) {
+        let chr = match self.rng.below(12) {
             0..=4 => self.pick_of(&self.chardevs(false, false))?,
             5..=7 => self.pick_of(&self.chardevs(true, false))?,
             8 => format!("l{}nochr", self.lane.lane),
+            // racing its own close-action=delete removal
+            9 | 10 => {
+                let dying: Vec<String> = (self.lane.chrs.iter())
+                    .filter(|(_, c)| c.dying)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                self.pick_of(&dying)?
+            }
             _ => self.stable_chardev(),
         };
         Some(Step::ChardevRemove { chr })
