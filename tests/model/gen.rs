@@ -225,8 +225,17 @@ impl Gen<'_> {
     fn monitor_add(&mut self) -> Option<Step> {
         let chr = self.pick_of(&self.chardevs(false, true))?;
         let close = self.close_action();
+        // sometimes the id of a command-line monitor that was removed:
+        // made at run time, it is dynamic whatever its id
+        let reuse = ["cli0", "obj0"]
+            .into_iter()
+            .find(|id| self.lane.lane == 0 && self.lane.mon(id).is_none());
+        let id = match reuse {
+            Some(id) if self.rng.chance(1, 4) => id.to_owned(),
+            _ => self.name('m'),
+        };
         Some(Step::MonitorAdd {
-            id: self.name('m'),
+            id,
             chr,
             close,
             pretty: self.rng.chance(1, 4),
