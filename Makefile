@@ -353,8 +353,10 @@ check-valgrind: build
 	  valgrind -q --leak-check=full --show-leak-kinds=definite$(comma)indirect --errors-for-leak-kinds=definite$(comma)indirect --error-exitcode=1 \
 	    $(QBUILD)/tests/unit/check-qjson >/dev/null)
 
+# The sanitizer and second-version legs run the heavy tests at a quarter
+# of their size (tests/common/scale.rs): every path, fewer times.
 check-sanitize:
-	@$(MAKE) --no-print-directory SANITIZE=1 check-suite
+	@QMH_SCALE=25 $(MAKE) --no-print-directory SANITIZE=1 check-suite
 
 check-matrix:
 	@for v in $(MATRIX_VERSIONS); do \
@@ -363,7 +365,7 @@ check-matrix:
 # the matrix minus the default version, which check-suite covers
 check-versions:
 	@for v in $(filter-out $(DEFAULT_VERSION),$(MATRIX_VERSIONS)); do \
-	  $(MAKE) --no-print-directory QEMU_VERSION=$$v check-suite || exit 1; done
+	  QMH_SCALE=25 $(MAKE) --no-print-directory QEMU_VERSION=$$v check-suite || exit 1; done
 
 # checkpatch.pl on every patch, and every prefix of the series builds
 check-series: $(B)/stamps/deps $(B)/stamps/docs-venv

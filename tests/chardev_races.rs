@@ -119,14 +119,18 @@ fn churn(
     add: impl Fn(&mut Qemu, &str),
     mut between: impl FnMut(&mut Qemu, &str, &mut Rng),
 ) {
-    for round in 0..ROUNDS {
+    for round in 0..common::scaled(ROUNDS) {
         let chr = format!("c{round}");
         add(qemu, &chr);
         qemu.monitor_add("m", &chr);
         between(qemu, &chr, rng);
-        thread::sleep(Duration::from_micros(rng.below(waits.before_remove_us) as u64));
+        thread::sleep(Duration::from_micros(
+            rng.below(waits.before_remove_us) as u64
+        ));
         qemu.monitor_remove("m");
-        thread::sleep(Duration::from_micros(rng.below(waits.before_chardev_remove_us) as u64));
+        thread::sleep(Duration::from_micros(
+            rng.below(waits.before_chardev_remove_us) as u64,
+        ));
         qemu.mgr.ok("chardev-remove", json!({"id": chr}));
         manager_alive(qemu, round);
     }

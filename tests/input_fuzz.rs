@@ -371,7 +371,8 @@ fn run(what: &str, seeds: impl Iterator<Item = u64>, cfg: &Config, keep_going: b
 /// each, no round but the tails' started after 45 s.
 #[test]
 fn input_fuzz() {
-    let cfg = Config::new(250, Duration::from_secs(45), 256 << 10);
+    let secs = common::scaled(45) as u64;
+    let cfg = Config::new(250, Duration::from_secs(secs), 256 << 10);
     let seeds: Vec<u64> = match env("QMH_SEED") {
         Some(s) => vec![s],
         None => vec![1, 2, 3],

@@ -170,7 +170,7 @@ fn model_random_steps() {
     let steps = env("QMH_STEPS").unwrap_or(500);
     let seeds: Vec<u64> = match env("QMH_SEED") {
         Some(s) => vec![s],
-        None => (1..=env("QMH_SEEDS").unwrap_or(20)).collect(),
+        None => (1..=env("QMH_SEEDS").unwrap_or(common::scaled(20) as u64)).collect(),
     };
     let budget = Duration::from_secs(env("QMH_SHRINK_SECS").unwrap_or(15));
     run_seeds("model_random_steps", &seeds, steps, budget);

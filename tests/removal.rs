@@ -73,7 +73,7 @@ fn rounds(default: usize) -> usize {
     std::env::var("QMH_FLOOD_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or_else(|| common::scaled(default))
 }
 
 /// Item 1: an OOB client pipelines slow requests without reading, so

@@ -296,7 +296,7 @@ fn remove_under_flood(oob: bool, what: &str, default_seed: u64) {
     let start = qemu.snapshot();
     let mut warm = None;
     let mut replies_total = 0;
-    for round in 0..FLOOD_ROUNDS {
+    for round in 0..common::scaled(FLOOD_ROUNDS) {
         if round == WARMUP {
             warm = Some(qemu.snapshot());
         }
@@ -374,7 +374,7 @@ fn remove_under_flood(oob: bool, what: &str, default_seed: u64) {
     report(
         what,
         t0,
-        FLOOD_ROUNDS,
+        common::scaled(FLOOD_ROUNDS),
         &format!("({replies_total} replies)"),
     );
     let base = baseline(&start, &warm.expect("warm-up"));
@@ -410,7 +410,7 @@ fn self_removal_under_flood() {
     let wd = Watchdog::arm(what, qemu.pid(), LIMIT);
     let start = qemu.snapshot();
     let mut warm = None;
-    for round in 0..SELF_ROUNDS {
+    for round in 0..common::scaled(SELF_ROUNDS) {
         if round == WARMUP {
             warm = Some(qemu.snapshot());
         }
@@ -505,7 +505,7 @@ fn self_removal_under_flood() {
         // half that frees it), so its chardev has no frontend.
         qemu.mgr.ok("chardev-remove", json!({"id": chr}));
     }
-    report(what, t0, SELF_ROUNDS, "");
+    report(what, t0, common::scaled(SELF_ROUNDS), "");
     let base = baseline(&start, &warm.expect("warm-up"));
     finish(qemu, wd, &base, what);
 }
@@ -664,11 +664,17 @@ fn remove_during_broadcast() {
         let dir2 = dir.clone();
         let a = s.spawn(move || {
             let _stop = SetOnDrop(done);
-            broadcast_adder(mgr, &dir, "a", BROADCAST_ROUNDS / 2, seed_a)
+            broadcast_adder(mgr, &dir, "a", common::scaled(BROADCAST_ROUNDS) / 2, seed_a)
         });
         let b = s.spawn(move || {
             let _stop = SetOnDrop(done);
-            let n = broadcast_adder(&mut adm, &dir2, "b", BROADCAST_ROUNDS / 2, seed_b);
+            let n = broadcast_adder(
+                &mut adm,
+                &dir2,
+                "b",
+                common::scaled(BROADCAST_ROUNDS) / 2,
+                seed_b,
+            );
             (adm, n)
         });
         let mut seen = join_scoped_timeout(a, LIMIT, "adder a").expect("adder a");
@@ -684,7 +690,7 @@ fn remove_during_broadcast() {
     report(
         what,
         t0,
-        BROADCAST_ROUNDS,
+        common::scaled(BROADCAST_ROUNDS),
         &format!(
             "({toggles} stop/cont, {} events seen by removed monitors)",
             seen.events
@@ -721,7 +727,7 @@ fn greeting_connects() -> usize {
     std::env::var("QMH_GREETING_CONNECTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(GREETING_CONNECTS)
+        .unwrap_or_else(|| common::scaled(GREETING_CONNECTS))
 }
 
 const GREETING_CONNECTS: usize = 30_000;
@@ -1044,7 +1050,7 @@ fn disconnect_during_removal() {
                 drop(client);
             }
         });
-        for round in 0..DISCONNECT_ROUNDS {
+        for round in 0..common::scaled(DISCONNECT_ROUNDS) {
             if round == WARMUP {
                 warm = Some(qemu.snapshot());
             }
@@ -1100,7 +1106,7 @@ fn disconnect_during_removal() {
     report(
         what,
         t0,
-        DISCONNECT_ROUNDS,
+        common::scaled(DISCONNECT_ROUNDS),
         &format!("(one-shot rounds: manager won {manager_won}, close won {close_won})"),
     );
     let base = baseline(&start, &warm.expect("warm-up"));

@@ -17,6 +17,7 @@ mod guest;
 mod qemu;
 mod qmp;
 mod rng;
+mod scale;
 mod snapshot;
 mod wait;
 mod watchdog;
@@ -29,6 +30,7 @@ pub use qemu::{
 };
 pub use qmp::{send_fd, Incoming, Qmp, IO_TIMEOUT};
 pub use rng::{seed, Rng};
+pub use scale::scaled;
 pub use snapshot::Snapshot;
 pub use wait::{join_scoped_timeout, join_timeout, wait_child, wait_timeout, wait_until};
 pub use watchdog::Watchdog;
