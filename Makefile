@@ -9,6 +9,9 @@
 #                   the default for SANITIZE=1 and other QEMU versions
 #   BASELINE=1      QEMU without qemu-patches, for benchmarks (build/baseline/)
 #   QEMU_SRC=/path  patch and build an existing QEMU tree instead of fetching
+#   QEMU_RUST=1     QEMU's own Rust enabled too (.../qemu-rust/); its crates'
+#                   meson files (subprojects/packagefiles) are in QEMU's
+#                   release tarball, not in Debian's source: use QEMU_SRC=
 #
 # Install: make install [PREFIX=/usr/local] [DESTDIR=...], make uninstall.
 # The series as git commits: make patches-import, make patches-export
@@ -27,7 +30,7 @@ PY    := $(VENV)/bin/python3
 VTAG  := $(subst :,-,$(QEMU_VERSION))
 VB    := $(if $(BASELINE),$(B)/baseline,$(if $(filter $(DEFAULT_VERSION),$(QEMU_VERSION)),$(B),$(B)/versions/$(VTAG)))
 SRC   := $(if $(QEMU_SRC),$(abspath $(QEMU_SRC)),$(VB)/src)
-OUT   := $(VB)$(if $(SANITIZE),/asan)
+OUT   := $(VB)$(if $(SANITIZE),/asan)$(if $(QEMU_RUST),/qemu-rust)
 QBUILD := $(OUT)/qemu
 BIN   := $(OUT)/bin
 # Patch stamps belong to a source tree: QEMU_SRC trees get their own
@@ -42,11 +45,11 @@ SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # gcc-multilib: QEMU's x86 option ROMs (-kernel boot) are 32-bit code;
 # seabios, ipxe-qemu: the firmware of x86's default machines and NICs;
-# cpio: the test guest's initramfs
+# cpio: the test guest's initramfs; bindgen: QEMU's own Rust (QEMU_RUST=1)
 DEB_PACKAGES := ninja-build libglib2.0-dev libpixman-1-dev flex bison \
 	pkg-config libfdt-dev zlib1g-dev dpkg-dev libclang-dev clang \
 	python3-venv socat valgrind gcc-multilib seabios ipxe-qemu cpio \
-	$(DOCS_PACKAGES)
+	bindgen $(DOCS_PACKAGES)
 # QEMU's manual (the QMP reference), built by check-series
 DOCS_PACKAGES := python3-sphinx python3-sphinx-rtd-theme
 PY_PACKAGES  := 'meson>=1.5,<2' 'qemu.qmp==0.0.6'
@@ -58,7 +61,7 @@ PY_PACKAGES  := 'meson>=1.5,<2' 'qemu.qmp==0.0.6'
 LAB ?= $(if $(or $(SANITIZE),$(filter-out $(DEFAULT_VERSION),$(QEMU_VERSION))),1)
 FIRMWARE_PATH := /usr/share/seabios:/usr/lib/ipxe/qemu:$(QBUILD)/pc-bios/optionrom
 CONFIGURE_FLAGS := --target-list=x86_64-softmmu --without-default-features \
-	--disable-docs --enable-kvm --disable-install-blobs --disable-rust --enable-tools \
+	--disable-docs --enable-kvm --disable-install-blobs $(if $(QEMU_RUST),--enable-rust,--disable-rust) --enable-tools \
 	$(if $(LAB),--without-default-devices --disable-tcg,--enable-tcg --firmwarepath=$(FIRMWARE_PATH)) \
 	$(if $(SANITIZE),--enable-asan --enable-ubsan)
 
