@@ -78,6 +78,20 @@ impl Monitor {
         })
     }
 
+    /// Whether a QMP monitor pretty-prints its output; false for HMP.
+    pub fn pretty(&self) -> bool {
+        // SAFETY: a QMP monitor's option, set before the monitor was
+        // published; immutable.
+        self.is_qmp() && unsafe { sys::qmh_monitor_qmp_pretty(self.as_ptr()) }
+    }
+
+    /// Whether an HMP monitor edits lines (readline); false for QMP.
+    pub fn readline(&self) -> bool {
+        // SAFETY: an HMP monitor's option, set before the monitor was
+        // published; immutable.
+        !self.is_qmp() && unsafe { sys::qmh_monitor_hmp_readline(self.as_ptr()) }
+    }
+
     pub fn deletes_on_close(&self) -> bool {
         self.close_action() == Some(sys::MonitorQMPCloseAction::MONITOR_QMP_CLOSE_ACTION_DELETE)
     }

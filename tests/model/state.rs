@@ -37,7 +37,8 @@ pub struct Mon {
     pub hmp: bool,
     pub dynamic: bool,
     pub close: Close,
-    /// A monitor-qmp object (object-add): it is in /objects too.
+    /// Made as a monitor-qmp object (object-add).  Every monitor is an
+    /// object in /objects, however it was made.
     pub object: bool,
     pub order: Order,
     /// close-action=delete fired (client left, or it removed itself):
@@ -203,8 +204,9 @@ impl Lane {
     }
 
     /// monitor-add, or object-add of a monitor-qmp (`object`): QOM
-    /// checks the id's form and adds the object to /objects before the
-    /// monitor's own checks run.
+    /// checks the id's form and adds the object to /objects, where every
+    /// monitor has one, before the monitor's own checks run, which then
+    /// speak QEMU 11.1's words.
     pub fn expect_monitor_add(&self, shared: &Shared, id: &str, chr: &str, object: bool) -> Expect {
         if !well_formed(id) {
             return Expect::Err(if object {
@@ -213,36 +215,46 @@ impl Lane {
                 invalid_id(id)
             });
         }
-        if object && self.mon(id).is_some_and(|m| m.object) {
-            return Expect::Err(format!(
-                "attempt to add duplicate property '{id}' to object (type 'container')"
-            ));
-        }
         if self.mon(id).is_some() || shared.monitor(id).is_some() {
-            return Expect::Err(format!("Monitor id '{id}' is already in use"));
+            return Expect::Err(if object {
+                format!("attempt to add duplicate property '{id}' to object (type 'container')")
+            } else {
+                format!("Monitor id '{id}' is already in use")
+            });
         }
+        let in_use = if object {
+            format!("chardev '{chr}' is already in use")
+        } else {
+            format!("Chardev '{chr}' is already in use by another frontend")
+        };
         if shared.chardevs.iter().any(|c| c == chr) {
-            return Expect::Err(format!(
-                "Chardev '{chr}' is already in use by another frontend"
-            ));
+            return Expect::Err(in_use);
         }
         match self.chrs.get(chr) {
+            None if object => Expect::Err(format!("chardev \"{chr}\" not found")),
             None => Expect::Err(format!("Chardev '{chr}' not found")),
-            Some(c) if c.monitor.is_some() => Expect::Err(format!(
-                "Chardev '{chr}' is already in use by another frontend"
-            )),
+            Some(c) if c.monitor.is_some() => Expect::Err(in_use),
             Some(_) => Expect::Ok,
         }
     }
 
-    /// monitor-remove, or object-del (`object`), which finds only
-    /// monitors made as objects.
+    /// monitor-remove, or object-del (`object`), which finds every
+    /// monitor in /objects and refuses HMP ones, as QEMU 11.1 does.
     pub fn expect_monitor_remove(&self, shared: &Shared, id: &str, object: bool) -> Expect {
+        const HMP: &str = "Deleting HMP monitors is not supported";
         if object {
+            if let Some(m) = shared.monitor(id) {
+                return if m.hmp {
+                    Expect::Err(HMP.into())
+                } else {
+                    unreachable!("lanes never delete the control monitors")
+                };
+            }
             return match self.mon(id) {
-                Some(m) if m.object && m.dying => Expect::Racy,
-                Some(m) if m.object => Expect::Ok,
-                _ => Expect::Err(format!("object '{id}' not found")),
+                None => Expect::Err(format!("object '{id}' not found")),
+                Some(m) if m.dying => Expect::Racy,
+                Some(m) if m.hmp => Expect::Err(HMP.into()),
+                Some(_) => Expect::Ok,
             };
         }
         if let Some(m) = shared.monitor(id) {
