@@ -160,7 +160,9 @@ impl Adopted<'_> {
         });
         // SAFETY: drops object_new()'s reference: the object lives on in
         // /objects, or, not added, is finalized here.
-        unsafe { sys::object_unref(obj.cast()) };
+        unsafe {
+            sys::object_unref(obj.cast());
+        }
         res.map(drop)
     }
 }

@@ -245,7 +245,7 @@ impl LaneExec {
                 };
                 if self.ctl_expect(command, args, &exp)?.is_ok() {
                     self.model
-                        .add_monitor(round, id, chr, close.unwrap_or(Close::None), *object);
+                        .add_monitor(round, id, chr, close.unwrap_or(Close::None));
                     let waiting = self.model.chrs[chr].client.clone();
                     if let Some(c) = waiting.and_then(|c| self.clients.get_mut(&c)) {
                         c.greeting_due = true;
@@ -557,8 +557,7 @@ impl LaneExec {
             "monitor-add",
             json!({"id": name, "chardev": name, "close-action": "delete"}),
         )?;
-        self.model
-            .add_monitor(round, name, name, Close::Delete, false);
+        self.model.add_monitor(round, name, name, Close::Delete);
         self.model.connect(client, name);
         let stream = UnixStream::from(ours);
         let track = self.model.lane == 0;

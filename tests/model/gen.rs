@@ -384,7 +384,7 @@ impl Gen<'_> {
                 ..
             } => {
                 if l.expect_monitor_add(self.shared, id, chr, *object) == Expect::Ok {
-                    l.add_monitor(round, id, chr, close.unwrap_or(Close::None), *object);
+                    l.add_monitor(round, id, chr, close.unwrap_or(Close::None));
                 }
             }
             Step::MonitorRemove { id, object } => {
@@ -398,7 +398,7 @@ impl Gen<'_> {
             }
             Step::Session { name, client } => {
                 l.add_chardev(name, ChrKind::Fd);
-                l.add_monitor(round, name, name, Close::Delete, false);
+                l.add_monitor(round, name, name, Close::Delete);
                 l.connect(client, name);
             }
             Step::Connect { client, chr } => {

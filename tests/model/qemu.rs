@@ -31,7 +31,6 @@ fn cli_mon(id: &str, chr: &str, hmp: bool, n: u32) -> Mon {
         hmp,
         dynamic: false,
         close: Close::None,
-        object: false,
         order: (0, 0, n),
         dying: false,
     }

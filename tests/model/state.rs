@@ -37,9 +37,6 @@ pub struct Mon {
     pub hmp: bool,
     pub dynamic: bool,
     pub close: Close,
-    /// Made as a monitor-qmp object (object-add).  Every monitor is an
-    /// object in /objects, however it was made.
-    pub object: bool,
     pub order: Order,
     /// close-action=delete fired (client left, or it removed itself):
     /// it goes away by itself, at a time QEMU picks.
@@ -301,7 +298,9 @@ impl Lane {
         Some(client)
     }
 
-    pub fn add_monitor(&mut self, round: u32, id: &str, chr: &str, close: Close, object: bool) {
+    /// A new QMP monitor, made by monitor-add or object-add: either way
+    /// it is an object in /objects, as every monitor is.
+    pub fn add_monitor(&mut self, round: u32, id: &str, chr: &str, close: Close) {
         self.seq += 1;
         let order = (round, self.lane, self.seq);
         self.mons.push(Mon {
@@ -310,7 +309,6 @@ impl Lane {
             hmp: false,
             dynamic: true,
             close,
-            object,
             order,
             dying: false,
         });
