@@ -831,7 +831,8 @@ static void test_qom_remove_cli(void)
      */
     assert_monitors(&f, "cli-mon:control:cli-chr:cli"
                     " json-mon:control:json-chr:cli:delete " LIBQTEST_MON,
-                    "cli-mon:monitor-qmp " LIBQTEST_OBJ " json-mon:monitor-qmp");
+                    "cli-mon:monitor-qmp " LIBQTEST_OBJ
+                    " json-mon:monitor-qmp");
     assert_ok(object_del(&f, "cli-mon"));
     qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
                              " 'arguments': {'id': 'cli-chr'}}");
