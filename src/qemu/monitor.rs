@@ -202,7 +202,7 @@ impl MonitorList {
     }
 
     /// Records that `mon` was made at runtime, for a creator that could
-    /// not say so before publishing it (`monitor_init_hmp()`).
+    /// not say so before publishing it (`monitor_init_hmp_full()`).
     #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
     pub fn mark_dynamic(&self, mon: &Monitor) {
         // SAFETY: mon is on mon_list and we hold monitor_lock, which
