@@ -12,7 +12,7 @@ use crate::{
     qemu::{
         chardev::Chardev,
         error::{with_local_err, QmpError},
-        sys, MainLoop, Monitor, MonitorList,
+        sys, MainLoop, Monitor,
     },
 };
 
@@ -107,7 +107,7 @@ impl NewMonitor<'_> {
     /// `complete()` of a monitor-hmp object: an HMP monitor, with
     /// readline as `-mon mode=readline` makes it, or without, as the
     /// gdbstub's.  Returns its serial.
-    #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
+    #[cfg(qemu_monitor_objects)]
     pub fn add_hmp(&self, ml: MainLoop<'_>, readline: bool) -> Result<u64, QmpError> {
         let chr = self.claim_chardev(ml)?;
         let mon = with_local_err(|errp| {
@@ -122,7 +122,7 @@ impl NewMonitor<'_> {
         // removed at runtime.
         let mon = unsafe { Monitor::from_raw(mon) };
         if self.dynamic {
-            MonitorList::lock().mark_dynamic(mon);
+            crate::qemu::MonitorList::lock().mark_dynamic(mon);
         }
         Ok(mon.serial())
     }

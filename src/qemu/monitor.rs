@@ -79,6 +79,7 @@ impl Monitor {
     }
 
     /// Whether a QMP monitor pretty-prints its output; false for HMP.
+    #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
     pub fn pretty(&self) -> bool {
         // SAFETY: a QMP monitor's option, set before the monitor was
         // published; immutable.
@@ -86,6 +87,7 @@ impl Monitor {
     }
 
     /// Whether an HMP monitor edits lines (readline); false for QMP.
+    #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
     pub fn readline(&self) -> bool {
         // SAFETY: an HMP monitor's option, set before the monitor was
         // published; immutable.
