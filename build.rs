@@ -165,9 +165,10 @@ fn main() {
              |monitor_close_action_supported|monitor_run_close_action",
         )
         .allowlist_function(
-            "monitor_init_hmp|user_creatable_del|object_get_objects_root\
+            "monitor_init_hmp_full|user_creatable_del|object_get_objects_root\
              |object_resolve_path_component|object_dynamic_cast\
-             |object_get_canonical_path_component",
+             |object_get_canonical_path_component|object_new\
+             |object_property_try_add_child|object_unref",
         )
         // C enums that Rust reads from C, as Rust enums: QAPI only ever
         // stores the values of the enum

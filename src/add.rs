@@ -45,8 +45,9 @@ fn close_action_command(action: sys::MonitorQMPCloseAction) -> Option<&'static [
     }
 }
 
-/// What a new monitor is made of: its options, and whether it is made
-/// at runtime (monitor-add, object-add) rather than at start-up.
+/// What a new monitor is made of: its options, whether it is made
+/// at runtime (monitor-add, object-add) rather than at start-up, and
+/// which spelling asks for it.
 pub struct NewMonitor<'s> {
     pub id: &'s CStr,
     pub chardev: &'s CStr,
@@ -55,22 +56,42 @@ pub struct NewMonitor<'s> {
     /// `allow-commands` (None: not given) and `deny-commands`.
     pub allow: Option<StrList<'s>>,
     pub deny: StrList<'s>,
+    /// The complete step of a monitor object (QEMU 11.1's spelling),
+    /// whose checks and errors are 11.1's; otherwise monitor-add.
+    pub object: bool,
 }
 
 impl NewMonitor<'_> {
     /// The checks every new monitor passes, QMP or HMP, before anything
-    /// is created: a well-formed id no monitor has, a chardev that
-    /// exists and has no frontend.  Only the main loop thread creates
-    /// monitors at runtime, so they still hold when the caller creates
-    /// the monitor, before it returns to the main loop.
+    /// is created: a well-formed id no monitor or object has, a chardev
+    /// that exists and has no frontend, or is a mux.  Only the main
+    /// loop thread creates monitors at runtime, so they still hold when
+    /// the caller creates the monitor, before it returns to the main
+    /// loop.
+    ///
+    /// A mux chardev (`mux=on`) takes several frontends, a monitor among
+    /// them, up to its limit, as for `-mon`: `qemu_chr_fe_init()` says
+    /// when it is full.  On the object path it also refuses a chardev
+    /// in use, with 11.1's words.
     fn claim_chardev<'a>(&self, ml: MainLoop<'a>) -> Result<&'a Chardev, QmpError> {
         let name = |s: &CStr| s.to_string_lossy().into_owned();
-        // The id checks and their messages are QEMU's, shared with -mon.
-        // SAFETY: id is a C string; errp a fresh slot.
-        with_local_err(|errp| unsafe { sys::monitor_check_new_id(self.id.as_ptr(), errp) })?;
-        let chr = Chardev::find(ml, self.chardev)
-            .ok_or_else(|| MonitorError::ChardevNotFound(name(self.chardev)))?;
-        if chr.has_frontend() {
+        // An object's id was checked by QOM when it entered /objects:
+        // well formed, and the name of no other object, which every
+        // monitor has.  monitor-add's checks and messages are QEMU's,
+        // shared with -mon.
+        if !self.object {
+            // SAFETY: id is a C string; errp a fresh slot.
+            with_local_err(|errp| unsafe { sys::monitor_check_new_id(self.id.as_ptr(), errp) })?;
+        }
+        let Some(chr) = Chardev::find(ml, self.chardev) else {
+            return Err(if self.object {
+                MonitorError::ObjectChardevNotFound(name(self.chardev))
+            } else {
+                MonitorError::ChardevNotFound(name(self.chardev))
+            }
+            .into());
+        };
+        if !self.object && !chr.is_mux() && chr.has_frontend() {
             return Err(MonitorError::ChardevInUse(name(self.chardev)).into());
         }
         Ok(chr)
@@ -150,27 +171,26 @@ impl NewMonitor<'_> {
         Ok(unsafe { Monitor::from_raw(mon) }.serial())
     }
 
-    /// `complete()` of a monitor-hmp object: an HMP monitor with readline,
-    /// as `-mon mode=readline` makes.  Returns its serial.
-    #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
-    pub fn add_hmp(&self, ml: MainLoop<'_>) -> Result<u64, QmpError> {
-        if self.pretty {
-            return Err(MonitorError::PrettyHmp.into());
-        }
+    /// `complete()` of a monitor-hmp object: an HMP monitor, with
+    /// readline as `-mon mode=readline` makes it, or without, as the
+    /// gdbstub's.  Returns its serial.
+    #[cfg(qemu_monitor_objects)]
+    pub fn add_hmp(&self, ml: MainLoop<'_>, readline: bool) -> Result<u64, QmpError> {
         self.check_rights(None)?;
         let chr = self.claim_chardev(ml)?;
-        with_local_err(|errp| {
+        let mon = with_local_err(|errp| {
             // SAFETY: chr is live, id a C string, errp a fresh slot.
-            unsafe { sys::monitor_init_hmp(chr.as_ptr(), true, self.id.as_ptr(), errp) }
+            unsafe { sys::monitor_init_hmp_full(chr.as_ptr(), readline, self.id.as_ptr(), errp) }
         })?;
-        let list = MonitorList::lock();
-        // monitor_init_hmp returns with the monitor on mon_list, and HMP
-        // monitors are never removed at runtime.
-        let mon = list
-            .find(self.id)
-            .ok_or_else(|| MonitorError::NoSuchMonitor(self.id.to_string_lossy().into_owned()))?;
+        // It returns NULL only with an error set.
+        let mon = NonNull::new(mon).ok_or_else(|| {
+            MonitorError::ChardevInUse(self.chardev.to_string_lossy().into_owned())
+        })?;
+        // SAFETY: just published on mon_list, and HMP monitors are never
+        // removed at runtime.
+        let mon = unsafe { Monitor::from_raw(mon) };
         if self.dynamic {
-            list.mark_dynamic(mon);
+            crate::qemu::MonitorList::lock().mark_dynamic(mon);
         }
         Ok(mon.serial())
     }

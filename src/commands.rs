@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! The functions QEMU's C code calls: the QMP command handlers that
 //! QAPI's generated marshallers call, the hooks of the dispatcher, of a
-//! monitor's `CHR_EVENT_CLOSED` handler and of `monitor_cleanup()`, and the
-//! complete, `check_delete` and unparent steps of the monitor objects.
+//! monitor's `CHR_EVENT_CLOSED` handler and of `monitor_cleanup()`, the
+//! complete, `check_delete` and unparent steps of the monitor objects,
+//! and the hook that gives a monitor made without an object its object.
 //! Each turns C arguments into Rust values, calls plain Rust, and
 //! writes the outcome back for C.
 //!
@@ -41,6 +42,8 @@ const _: sys::qmh_object_complete_fn = Some(monitor_object_complete);
 const _: sys::qmh_object_check_delete_fn = Some(monitor_object_check_delete);
 #[cfg(qemu_monitor_objects)]
 const _: sys::qmh_object_unparent_fn = Some(monitor_object_unparent);
+#[cfg(qemu_monitor_objects)]
+const _: sys::qmh_object_adopt_fn = Some(monitor_object_adopt);
 
 /// # Safety
 /// Called by QAPI's marshaller: valid strings, `errp` NULL or valid.
@@ -80,9 +83,20 @@ pub unsafe extern "C" fn qmp_monitor_add(
         // an empty list (NULL) allows nothing but negotiation
         allow: has_allow_commands.then_some(allow),
         deny,
+        object: false,
     };
     // SAFETY: QMP handlers run there (see the module comment).
-    let res = unsafe { MainLoop::enter(|ml| new.add_qmp(ml, close_action)) };
+    let res = unsafe {
+        MainLoop::enter(|ml| {
+            let serial = new.add_qmp(ml, close_action)?;
+            // Every monitor is an object in /objects, as in QEMU 11.1
+            #[cfg(qemu_monitor_objects)]
+            objects::adopt_serial(ml, serial)?;
+            #[cfg(not(qemu_monitor_objects))]
+            let _ = serial;
+            Ok(())
+        })
+    };
     // SAFETY: errp comes from the marshaller.
     unsafe {
         QmpError::ok_or_propagate(res, errp, c"qmp_monitor_add");
@@ -256,4 +270,28 @@ pub unsafe extern "C" fn monitor_object_unparent(obj: *mut sys::Object) {
 pub unsafe fn arg<'a>(p: *const c_char) -> &'a CStr {
     // SAFETY: per the contract.
     unsafe { CStr::from_ptr(p) }
+}
+
+/// A monitor made without an object (-mon, -qmp, -monitor, a mux's
+/// `mon:`, the gdbstub) gets its object in /objects.  Called by
+/// `monitor_init_qmp()` and `monitor_init_hmp()` right after they made
+/// the monitor, in the main loop thread with the BQL, outside
+/// coroutine context.
+///
+/// # Safety
+/// `mon` is a monitor on `mon_list`; `errp` NULL or valid.
+#[cfg(qemu_monitor_objects)]
+#[no_mangle]
+pub unsafe extern "C" fn monitor_object_adopt(
+    mon: *mut sys::Monitor,
+    errp: *mut *mut sys::Error,
+) -> bool {
+    let Some(mon) = NonNull::new(mon) else {
+        return false;
+    };
+    // SAFETY: called there (see above); the monitor is published, and
+    // only the main loop, to which we have not returned, removes one.
+    let res = unsafe { MainLoop::enter(|ml| objects::adopt(ml, Monitor::from_raw(mon))) };
+    // SAFETY: errp comes from the caller.
+    unsafe { QmpError::ok_or_propagate(res, errp, c"monitor_object_adopt") }.is_some()
 }

@@ -14,14 +14,14 @@ const ID_SHOWN_MAX: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MonitorError {
     ChardevNotFound(String),
+    /// A monitor object's chardev does not exist: QEMU 11.1's words.
+    ObjectChardevNotFound(String),
     ChardevInUse(String),
     ChardevDefunct(String),
     NoSuchMonitor(String),
     NotQmp(String),
     /// A monitor object without its id or chardev.
     Missing(&'static str),
-    /// `pretty` on an HMP monitor object, refused as `-mon` refuses it.
-    PrettyHmp,
     /// object-del of an HMP monitor, refused as QEMU 11.1 refuses it.
     HmpNotDeletable,
     /// object-del of the monitor that runs it, refused as QEMU 11.1
@@ -45,6 +45,7 @@ impl fmt::Display for MonitorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ChardevNotFound(c) => write!(f, "Chardev '{}' not found", shown(c)),
+            Self::ObjectChardevNotFound(c) => write!(f, "chardev \"{}\" not found", shown(c)),
             Self::ChardevInUse(c) => {
                 write!(
                     f,
@@ -65,7 +66,6 @@ impl fmt::Display for MonitorError {
                 shown(id)
             ),
             Self::Missing(what) => write!(f, "Parameter '{what}' is missing"),
-            Self::PrettyHmp => write!(f, "'pretty' is not compatible with HMP monitors"),
             Self::HmpNotDeletable => write!(f, "Deleting HMP monitors is not supported"),
             Self::CurrentNotDeletable => write!(f, "Cannot delete the current QMP monitor"),
             Self::MoreRights(id) => write!(

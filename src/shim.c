@@ -63,6 +63,23 @@ bool qmh_chr_has_frontend(Chardev *chr)
     return qemu_chr_is_busy(chr);
 }
 
+bool qmh_chr_is_mux(Chardev *chr)
+{
+    return object_dynamic_cast(OBJECT(chr), TYPE_CHARDEV_MUX);
+}
+
+/* Options of a monitor, set at creation and never changed */
+bool qmh_monitor_qmp_pretty(Monitor *mon)
+{
+    return qmh_monitor_qmp(mon)->pretty;
+}
+
+bool qmh_monitor_hmp_readline(Monitor *mon)
+{
+    assert(!monitor_is_qmp(mon));
+    return container_of(mon, MonitorHMP, common)->use_readline;
+}
+
 static SocketChardev *qmh_socket_chardev(Chardev *chr)
 {
     return (SocketChardev *)object_dynamic_cast(OBJECT(chr),

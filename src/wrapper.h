@@ -53,6 +53,7 @@ typedef __typeof__(&monitor_qmp_command_allowed) qmh_command_allowed_fn;
 typedef __typeof__(&monitor_object_complete) qmh_object_complete_fn;
 typedef __typeof__(&monitor_object_check_delete) qmh_object_check_delete_fn;
 typedef __typeof__(&monitor_object_unparent) qmh_object_unparent_fn;
+typedef __typeof__(&monitor_object_adopt) qmh_object_adopt_fn;
 #endif
 
 /* shim.c: macros and static inline functions, made callable */
@@ -66,6 +67,9 @@ void qmh_mon_list_remove(Monitor *mon);
 MonitorQMP *qmh_monitor_qmp(Monitor *mon);
 const char *qmh_chr_label(Chardev *chr);
 bool qmh_chr_has_frontend(Chardev *chr);
+bool qmh_chr_is_mux(Chardev *chr);
+bool qmh_monitor_qmp_pretty(Monitor *mon);
+bool qmh_monitor_hmp_readline(Monitor *mon);
 int qmh_chr_socket_fd(Chardev *chr);
 bool qmh_chr_socket_defunct(Chardev *chr);
 bool qmh_monitor_has_allow_commands(Monitor *mon);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! Dynamic monitors on chardevs with other frontends or clients around
-//! them: a pty whose slave is open before monitor-add greets once, and
-//! a mux chardev with any frontend attached is in use.  (Issue 10,
-//! items 5 and 12.)
+//! them: a pty whose slave is open before monitor-add greets once
+//! (issue 10, item 5), and a mux chardev takes monitors next to its
+//! other frontends, up to its limit (issue 20).
 
 mod common;
 
@@ -53,18 +53,26 @@ fn a_pty_opened_before_monitor_add_gets_one_greeting() {
     assert!(qemu.quit().success());
 }
 
-const IN_USE: &str = "is already in use by another frontend";
+const FULL: &str = "(maximum is 4)";
 
-fn in_use(chardev: &str) -> String {
-    format!("Chardev '{chardev}' {IN_USE}")
+fn full(chardev: &str) -> String {
+    format!("too many uses of multiplexed chardev '{chardev}' {FULL}")
 }
 
-/// Item 12: a mux chardev is in use while any frontend is attached,
-/// whichever has the focus.  The check used to read the focused
-/// frontend only: once the focused one left, monitor-add attached a QMP
-/// monitor next to an HMP monitor (moving the mux into the I/O thread).
+/// Monitors on `chardev`, in creation order.
+fn on(qemu: &mut Qemu, chardev: &str) -> Vec<String> {
+    qemu.monitors()
+        .into_iter()
+        .filter(|m| m.2 == chardev)
+        .map(|m| m.0)
+        .collect()
+}
+
+/// A mux chardev (`mux=on`) takes monitors next to its other frontends,
+/// at run time as on the command line, up to its limit of 4 frontends;
+/// a monitor that goes frees its place and nothing else.
 #[test]
-fn a_mux_with_a_command_line_frontend_is_in_use() {
+fn monitors_join_a_mux_with_command_line_frontends() {
     let mut qemu = Qemu::start(&[
         "-chardev",
         "socket,id=c0,path=@DIR@/c0.sock,server=on,wait=off,mux=on",
@@ -73,31 +81,35 @@ fn a_mux_with_a_command_line_frontend_is_in_use() {
         "-mon",
         "chardev=c0,mode=control,id=qmp0",
     ]);
+    qemu.monitor_add("x", "c0");
+    qemu.monitor_add("y", "c0");
     qemu.mgr.err(
         "monitor-add",
-        json!({"id": "x", "chardev": "c0"}),
-        &in_use("c0"),
+        json!({"id": "z", "chardev": "c0"}),
+        &full("c0"),
     );
+    assert_eq!(on(&mut qemu, "c0"), ["hmp0", "qmp0", "x", "y"]);
     qemu.monitor_remove("qmp0");
+    qemu.monitor_add("z", "c0");
+    assert_eq!(on(&mut qemu, "c0"), ["hmp0", "x", "y", "z"]);
+    for id in ["x", "y", "z"] {
+        qemu.monitor_remove(id);
+    }
+    assert_eq!(on(&mut qemu, "c0"), ["hmp0"]);
     qemu.mgr.err(
-        "monitor-add",
-        json!({"id": "x", "chardev": "c0"}),
-        &in_use("c0"),
+        "chardev-remove",
+        json!({"id": "c0"}),
+        "Chardev 'c0' is busy",
     );
-    let on_c0: Vec<_> = qemu
-        .monitors()
-        .into_iter()
-        .filter(|m| m.2 == "c0")
-        .map(|m| m.0)
-        .collect();
-    assert_eq!(on_c0, ["hmp0"]);
     assert!(qemu.quit().success());
 }
 
 /// The same with a mux made at runtime and a real second frontend (an
 /// rng-egd backend object), attached and detached around the monitors.
+/// A QMP monitor on a mux runs in the main loop with the mux's other
+/// frontends, so it offers no out-of-band execution.
 #[test]
-fn a_dynamic_mux_takes_one_monitor_and_no_other_frontend_beside_it() {
+fn a_dynamic_mux_takes_monitors_beside_other_frontends() {
     let mut qemu = Qemu::start(&[]);
     qemu.add_socket_chardev("s0");
     qemu.mgr.ok(
@@ -105,38 +117,28 @@ fn a_dynamic_mux_takes_one_monitor_and_no_other_frontend_beside_it() {
         json!({"id": "mx", "backend": {"type": "mux", "data": {"chardev": "s0"}}}),
     );
     qemu.monitor_add("qa", "mx");
-    qemu.mgr.err(
-        "monitor-add",
-        json!({"id": "qb", "chardev": "mx"}),
-        &in_use("mx"),
-    );
-    // A real frontend beside the monitor takes the focus; when it leaves,
-    // the monitor is still there.
     qemu.mgr.ok(
         "object-add",
         json!({"qom-type": "rng-egd", "id": "rng0", "chardev": "mx"}),
     );
-    qemu.mgr.ok("object-del", json!({"id": "rng0"}));
-    qemu.mgr.err(
-        "monitor-add",
-        json!({"id": "qb", "chardev": "mx"}),
-        &in_use("mx"),
-    );
-    qemu.monitor_remove("qa");
-    // The frontend alone makes the mux busy too.
-    qemu.mgr.ok(
-        "object-add",
-        json!({"qom-type": "rng-egd", "id": "rng0", "chardev": "mx"}),
-    );
-    qemu.mgr.err(
-        "monitor-add",
-        json!({"id": "qb", "chardev": "mx"}),
-        &in_use("mx"),
-    );
-    qemu.mgr.ok("object-del", json!({"id": "rng0"}));
     qemu.monitor_add("qb", "mx");
+    qemu.mgr.ok(
+        "object-add",
+        json!({"qom-type": "monitor-qmp", "id": "qc", "chardev": "mx"}),
+    );
+    qemu.mgr.err(
+        "monitor-add",
+        json!({"id": "qd", "chardev": "mx"}),
+        &full("mx"),
+    );
+    // the frontend leaves, the monitors stay
+    qemu.mgr.ok("object-del", json!({"id": "rng0"}));
+    assert_eq!(on(&mut qemu, "mx"), ["qa", "qb", "qc"]);
+    qemu.monitor_remove("qa");
+    qemu.mgr.ok("object-del", json!({"id": "qc"}));
+    // qb has the focus: the client talks to it, in the main loop
     let mut client = Qmp::connect(&qemu.sock("s0"));
-    client.handshake(&[]);
+    assert_eq!(client.handshake(&[]), Vec::<String>::new());
     assert_eq!(client.ok("query-name", json!({})), json!({}));
     // The connection belongs to the mux's backend, which may get other
     // frontends: removing the monitor detaches it from the mux only.

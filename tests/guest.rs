@@ -159,12 +159,51 @@ fn guest_console_shares_a_mux_with_a_monitor() {
             .expect("the mux's HMP monitor in query-monitors");
         assert_eq!((hmp.1.as_str(), hmp.3), ("readline", false), "{hmp:?}");
 
-        // the mux has frontends (the serial port, the HMP monitor): no
-        // QMP monitor can join it, and the HMP one cannot be removed
+        // The mux has frontends: the HMP monitor (its first), the serial
+        // port.  A QMP monitor joins them and takes the focus, as a
+        // frontend does when it attaches: its greeting comes out on the
+        // console.  C-a c goes round them in attach order.
+        g.qemu.monitor_add("joiner", "serial0");
+        g.console.line_with(r#"{"QMP": "#, Duration::from_secs(30));
+        g.console.send_bytes(b"\x01c");
+        g.console.send("info status");
+        g.console
+            .line_with("VM status: running", Duration::from_secs(30));
+        g.console.send_bytes(b"\x01c");
+        g.echo("console-again");
+        g.console.send_bytes(b"\x01c");
+        g.console.send(r#"{"execute": "qmp_capabilities"}"#);
+        g.console
+            .line_with(r#"{"return": {}}"#, Duration::from_secs(30));
+        // The focused monitor goes: the focus passes on, as C-a c would,
+        // to the HMP monitor, which answers at once; C-a c then brings
+        // the console back
+        g.qemu.monitor_remove("joiner");
+        g.console.send("info status");
+        g.console
+            .line_with("VM status: running", Duration::from_secs(30));
+        g.console.send_bytes(b"\x01c");
+        g.echo("after-joiner");
+
+        // Both spellings join, up to the mux's limit of 4 frontends
+        g.qemu.mgr.ok(
+            "object-add",
+            json!({"qom-type": "monitor-hmp", "id": "h2", "chardev": "serial0"}),
+        );
+        g.qemu.mgr.ok(
+            "object-add",
+            json!({"qom-type": "monitor-qmp", "id": "q3", "chardev": "serial0"}),
+        );
+        let full = "too many uses of multiplexed chardev 'serial0' (maximum is 4)";
         g.qemu.mgr.err(
             "monitor-add",
-            json!({"id": "intruder", "chardev": "serial0"}),
-            "Chardev 'serial0' is already in use by another frontend",
+            json!({"id": "q4", "chardev": "serial0"}),
+            full,
+        );
+        g.qemu.mgr.err(
+            "object-add",
+            json!({"qom-type": "monitor-qmp", "id": "q4", "chardev": "serial0"}),
+            full,
         );
         g.qemu.mgr.err(
             "monitor-remove",
@@ -174,21 +213,42 @@ fn guest_console_shares_a_mux_with_a_monitor() {
                 hmp.0
             ),
         );
+        g.qemu.mgr.err(
+            "object-del",
+            json!({"id": "h2"}),
+            "Deleting HMP monitors is not supported",
+        );
+        // q3, focused, goes: the focus wraps round to the first HMP
+        // monitor; C-a c brings the console back
+        g.qemu.mgr.ok("object-del", json!({"id": "q3"}));
+        g.console.send("info status");
+        g.console
+            .line_with("VM status: running", Duration::from_secs(30));
+        g.console.send_bytes(b"\x01c");
         g.echo("after-refusals");
+        let on_mux: Vec<String> = g
+            .qemu
+            .monitors()
+            .into_iter()
+            .filter(|m| m.2 == "serial0")
+            .map(|m| m.0)
+            .collect();
+        assert_eq!(on_mux, [hmp.0.clone(), "h2".to_owned()]);
 
         // monitors elsewhere come and go; the console keeps working, and
-        // the mux still switches to its monitor and back (C-a c)
+        // the mux still switches round its frontends (C-a c)
         for i in 0..5 {
             let id = format!("m{i}");
             let _c = dynamic(&mut g, &id);
             g.qemu.monitor_remove(&id);
             g.echo(&format!("cycle-{i}"));
         }
+        // (h2 is next after the console, then the first HMP monitor)
         g.console.send_bytes(b"\x01c");
         g.console.send("info status");
         g.console
             .line_with("VM status: running", Duration::from_secs(30));
-        g.console.send_bytes(b"\x01c");
+        g.console.send_bytes(b"\x01c\x01c");
         g.assert_undisturbed("after-mux");
         assert!(g.qemu.quit().success());
     }
@@ -208,6 +268,76 @@ fn guest_console_survives_removal_of_a_qmp_monitor_on_its_mux() {
         g.qemu.monitor_remove("muxqmp");
         assert!(!g.qemu.ids().contains(&"muxqmp".to_owned()));
         g.assert_undisturbed("after-removal");
+        assert!(g.qemu.quit().success());
+    }
+}
+
+/// The common case of a mux: the guest's console alone on a `mux=on`
+/// chardev, and an HMP monitor added next to it at run time, in QEMU
+/// 11.1's spelling.  The monitor takes the focus as it attaches; C-a c
+/// switches between the two.  With TCG, the gdbstub's monitor (no
+/// readline) is an object too.
+#[test]
+fn guest_console_gets_an_hmp_monitor_beside_it() {
+    for accel in accels() {
+        let gdb = ["-gdb", "unix:@DIR@/gdb.sock,server=on,wait=off"];
+        let mut g = Guest::start(
+            &accel,
+            "socket,id=ser0,path=@DIR@/ser0.sock,server=on,wait=off,mux=on",
+            if accel == "tcg" { &gdb } else { &[] },
+        );
+        g.wait_ready();
+        g.echo("before");
+        g.qemu.mgr.ok(
+            "object-add",
+            json!({"qom-type": "monitor-hmp", "id": "h1", "chardev": "ser0"}),
+        );
+        g.console.line_with("QEMU ", Duration::from_secs(30));
+        g.console.send("info status");
+        g.console
+            .line_with("VM status: running", Duration::from_secs(30));
+        g.console.send_bytes(b"\x01c");
+        g.echo("console-again");
+        g.console.send_bytes(b"\x01c");
+        g.console.send("info status");
+        g.console
+            .line_with("VM status: running", Duration::from_secs(30));
+        g.console.send_bytes(b"\x01c");
+        g.qemu.mgr.err(
+            "object-del",
+            json!({"id": "h1"}),
+            "Deleting HMP monitors is not supported",
+        );
+        let hmp: Vec<(String, bool)> = g
+            .qemu
+            .monitors()
+            .into_iter()
+            .filter(|m| m.1 == "readline")
+            .map(|m| (m.2, m.3))
+            .collect();
+        let get = |g: &mut Guest, id: &str, prop: &str| {
+            g.qemu.mgr.ok(
+                "qom-get",
+                json!({"path": format!("/objects/{id}"), "property": prop}),
+            )
+        };
+        assert_eq!(get(&mut g, "h1", "readline"), json!(true));
+        if accel == "tcg" {
+            // the gdbstub's monitor, on an internal chardev
+            let gdbstub = g
+                .qemu
+                .monitors()
+                .into_iter()
+                .find(|m| m.2.starts_with('#'))
+                .expect("the gdbstub's monitor");
+            assert_eq!((gdbstub.1.as_str(), gdbstub.3), ("readline", false));
+            assert_eq!(get(&mut g, &gdbstub.0, "readline"), json!(false));
+            assert_eq!(get(&mut g, &gdbstub.0, "chardev"), json!(gdbstub.2));
+            assert_eq!(hmp, [(gdbstub.2.clone(), false), ("ser0".to_owned(), true)]);
+        } else {
+            assert_eq!(hmp, [("ser0".to_owned(), true)]);
+        }
+        g.assert_undisturbed("after-hmp");
         assert!(g.qemu.quit().success());
     }
 }

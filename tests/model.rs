@@ -11,7 +11,8 @@
 //! own monitor, getfd, leave cleanly or mid-command, one-shot sessions on
 //! socketpairs, stop/cont).  The lanes of a round run in threads of
 //! their own, each on objects it owns; at every sync point
-//! query-monitors, query-chardev, the monitor-qmp objects in /objects
+//! query-monitors, query-chardev, the monitor objects in /objects (one
+//! for every monitor, however it was made)
 //! and the getfd fds QEMU holds must match the model, and every reply
 //! a client read is checked (see model/client.rs).  A failing plan is shrunk and printed.
 //!

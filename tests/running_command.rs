@@ -17,8 +17,8 @@
 //! monitor-remove neither (the test checks that the manager gets no
 //! answer meanwhile).  HMP commands run in the main loop outside it:
 //! HMP's `object_del` removes a monitor-qmp object, which the manager
-//! here has made with object-add (a monitor from monitor-add is no
-//! object, see docs/contract.md, "object-del acts on objects").  The other
+//! here has made with object-add (every monitor is an object, one from
+//! monitor-add too).  The other
 //! way a monitor goes while nobody can send a command is its client
 //! leaving a one-shot session (close-action=delete).  (The qtest's way
 //! to block the dispatcher, a blockdev-add that opens a fifo, blocks

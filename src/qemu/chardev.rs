@@ -56,6 +56,13 @@ impl Chardev {
         unsafe { sys::qmh_chr_has_frontend(self.as_ptr()) }
     }
 
+    /// A multiplexer (`mux=on`): it takes several frontends, up to its
+    /// limit, and QEMU's `qemu_chr_fe_init()` says when it is full.
+    pub fn is_mux(&self) -> bool {
+        // SAFETY: a live chardev; only its class is read.
+        unsafe { sys::qmh_chr_is_mux(self.as_ptr()) }
+    }
+
     /// A socket chardev whose client left and that can get no other one
     /// (not listening, not reconnecting), such as one made from a
     /// socketpair fd whose peer was closed.

@@ -80,6 +80,22 @@ impl Monitor {
         })
     }
 
+    /// Whether a QMP monitor pretty-prints its output; false for HMP.
+    #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
+    pub fn pretty(&self) -> bool {
+        // SAFETY: a QMP monitor's option, set before the monitor was
+        // published; immutable.
+        self.is_qmp() && unsafe { sys::qmh_monitor_qmp_pretty(self.as_ptr()) }
+    }
+
+    /// Whether an HMP monitor edits lines (readline); false for QMP.
+    #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
+    pub fn readline(&self) -> bool {
+        // SAFETY: an HMP monitor's option, set before the monitor was
+        // published; immutable.
+        !self.is_qmp() && unsafe { sys::qmh_monitor_hmp_readline(self.as_ptr()) }
+    }
+
     pub fn deletes_on_close(&self) -> bool {
         self.close_action() == Some(sys::MonitorQMPCloseAction::MONITOR_QMP_CLOSE_ACTION_DELETE)
     }
@@ -210,7 +226,7 @@ impl MonitorList {
     }
 
     /// Records that `mon` was made at runtime, for a creator that could
-    /// not say so before publishing it (`monitor_init_hmp()`).
+    /// not say so before publishing it (`monitor_init_hmp_full()`).
     #[cfg_attr(not(qemu_monitor_objects), allow(dead_code))]
     pub fn mark_dynamic(&self, mon: &Monitor) {
         // SAFETY: mon is on mon_list and we hold monitor_lock, which

@@ -1,18 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! [`MonitorObject`]: a monitor-qmp or monitor-hmp object (QOM), and
+//! [`MonitorObject`]: a monitor-qmp or monitor-hmp object (QOM),
+//! adding one for a monitor made another way ([`Adopted`]), and
 //! deleting one from `/objects`.
 //!
 //! Thread: only the main loop thread, with the BQL, uses monitor
 //! objects: QOM calls their steps there, and their fields are written
 //! there.
 
-use std::ffi::{c_char, CStr, CString};
+use std::{
+    ffi::{c_char, CStr, CString},
+    ptr,
+};
 
 use super::{
     error::{with_local_err, QmpError},
     main_loop::MainLoop,
     opaque::Opaque,
-    strlist::StrList,
+    strlist::{self, StrList},
     sys,
 };
 
@@ -86,6 +90,12 @@ impl MonitorObject {
         unsafe { (*self.as_ptr()).pretty }
     }
 
+    /// monitor-hmp's `readline` (default on); monitor-qmp has none.
+    pub fn readline(&self) -> bool {
+        // SAFETY: main loop thread, where the setters run.
+        unsafe { (*self.as_ptr()).readline }
+    }
+
     pub fn close_action(&self) -> sys::MonitorQMPCloseAction {
         // SAFETY: main loop thread, where the setters run.
         unsafe { (*self.as_ptr()).close_action }
@@ -120,6 +130,73 @@ impl MonitorObject {
             (*self.as_ptr()).serial = serial;
             (*self.as_ptr()).created = true;
         }
+    }
+}
+
+/// The object of a monitor that exists already, made without a
+/// complete step: its properties read what the monitor was made with.
+pub struct Adopted<'s> {
+    pub id: &'s CStr,
+    pub chardev: &'s CStr,
+    pub qmp: bool,
+    pub pretty: bool,
+    pub readline: bool,
+    pub close_action: sys::MonitorQMPCloseAction,
+    /// `allow-commands` (None: not given) and `deny-commands`.
+    pub allow: Option<Vec<CString>>,
+    pub deny: Vec<CString>,
+    /// The serial of the monitor.
+    pub serial: u64,
+}
+
+impl Adopted<'_> {
+    /// Adds the object to /objects as `/objects/<id>`: a monitor-qmp or
+    /// monitor-hmp object, created, whose setters refuse from the
+    /// start.  Fails, adding nothing, when the name is taken.
+    pub fn add(&self, _: MainLoop<'_>) -> Result<(), QmpError> {
+        let type_name = if self.qmp {
+            sys::TYPE_MONITOR_QMP.as_ptr()
+        } else {
+            sys::TYPE_MONITOR_HMP.as_ptr()
+        };
+        // SAFETY: main loop thread; a type registered at start-up, whose
+        // instance is a MonitorObject.  QOM zeroes the instance first.
+        let obj = unsafe { sys::object_new(type_name.cast()) };
+        let mo = obj.cast::<sys::MonitorObject>();
+        // SAFETY: a fresh object that only this thread knows; the C
+        // string goes to its chardev field, which its finalize frees.
+        unsafe {
+            (*mo).chardev = glib_sys::g_strdup(self.chardev.as_ptr());
+            (*mo).pretty = self.pretty;
+            (*mo).readline = self.readline;
+            (*mo).close_action = self.close_action;
+            (*mo).has_allow_commands = self.allow.is_some();
+            (*mo).allow_commands = self
+                .allow
+                .as_deref()
+                .map_or(ptr::null_mut(), strlist::to_qapi);
+            (*mo).deny_commands = strlist::to_qapi(&self.deny);
+            (*mo).serial = self.serial;
+            (*mo).created = true;
+        }
+        let res = with_local_err(|errp| {
+            // SAFETY: main loop thread; the id is a C string; errp a
+            // fresh slot.  On success /objects holds a reference.
+            unsafe {
+                sys::object_property_try_add_child(
+                    sys::object_get_objects_root(),
+                    self.id.as_ptr(),
+                    obj,
+                    errp,
+                )
+            }
+        });
+        // SAFETY: drops object_new()'s reference: the object lives on in
+        // /objects, or, not added, is finalized here.
+        unsafe {
+            sys::object_unref(obj.cast());
+        }
+        res.map(drop)
     }
 }
 

@@ -45,7 +45,16 @@ impl<'a> StrList<'a> {
     /// A copy in `g_malloc`'d memory, for QAPI to own and free.
     pub fn to_qapi(self) -> *mut sys::strList {
         let names: Vec<&CStr> = self.iter().collect();
+        to_qapi(&names)
+    }
+}
+
+/// `names` as a `strList` in `g_malloc`'d memory, for QAPI to own and
+/// free.
+pub fn to_qapi<S: AsRef<CStr>>(names: &[S]) -> *mut sys::strList {
+    {
         names.iter().rev().fold(std::ptr::null_mut(), |next, name| {
+            let name = name.as_ref();
             // SAFETY: g_malloc0 returns a zeroed strList-sized block that
             // QAPI frees with g_free, as it does the g_strdup'd value.
             unsafe {

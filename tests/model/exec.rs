@@ -22,7 +22,7 @@ use super::{
     conn::Conn,
     failure::{note, Failure, Kind, Res},
     plan::Step,
-    state::{refused, CState, ChrKind, Close, Expect, Lane, Lists, Shared},
+    state::{origin_of, refused, CState, ChrKind, Close, Expect, Lane, Lists, Origin, Shared},
 };
 
 /// How long a close-action=delete removal may take to show.
@@ -263,7 +263,7 @@ impl LaneExec {
                         id,
                         chr,
                         close.unwrap_or(Close::None),
-                        *object,
+                        origin_of(*object),
                         lists,
                     );
                     let waiting = self.model.chrs[chr].client.clone();
@@ -641,8 +641,14 @@ impl LaneExec {
             "monitor-add",
             json!({"id": name, "chardev": name, "close-action": "delete"}),
         )?;
-        self.model
-            .add_monitor(round, name, name, Close::Delete, false, &Lists::default());
+        self.model.add_monitor(
+            round,
+            name,
+            name,
+            Close::Delete,
+            Origin::MonitorAdd,
+            &Lists::default(),
+        );
         self.model.connect(client, name);
         let stream = UnixStream::from(ours);
         let track = self.model.lane == 0;
@@ -750,8 +756,14 @@ impl LaneExec {
         if rsp.get("return") == Some(&json!({})) {
             note("outcome seen: monitor-add around its client's leaving added, then gone".into());
             // added, and its client is gone: it goes with its chardev
-            self.model
-                .add_monitor(round, name, name, Close::Delete, false, &Lists::default());
+            self.model.add_monitor(
+                round,
+                name,
+                name,
+                Close::Delete,
+                Origin::MonitorAdd,
+                &Lists::default(),
+            );
             self.model.start_dying(name);
         } else if rsp["error"]["class"] == "GenericError" && rsp["error"]["desc"] == defunct {
             // refused: the chardev stays, without monitor

@@ -9,7 +9,7 @@ use super::{
     client::{GARBAGE, PROBES, RESYNC},
     common::Rng,
     plan::{Item, Plan, Step},
-    state::{CState, ChrKind, Close, Expect, Lane, Lists, Shared},
+    state::{origin_of, CState, ChrKind, Close, Expect, Lane, Lists, Origin, Shared},
 };
 
 /// Patterns for allow-commands: names and prefixes of the commands the
@@ -498,7 +498,14 @@ impl Gen<'_> {
                 ..
             } => {
                 if l.expect_monitor_add(self.shared, id, chr, *object) == Expect::Ok {
-                    l.add_monitor(round, id, chr, close.unwrap_or(Close::None), *object, lists);
+                    l.add_monitor(
+                        round,
+                        id,
+                        chr,
+                        close.unwrap_or(Close::None),
+                        origin_of(*object),
+                        lists,
+                    );
                 }
             }
             Step::MonitorRemove { id, object } => {
@@ -512,7 +519,14 @@ impl Gen<'_> {
             }
             Step::Session { name, client } => {
                 l.add_chardev(name, ChrKind::Fd);
-                l.add_monitor(round, name, name, Close::Delete, false, &Lists::default());
+                l.add_monitor(
+                    round,
+                    name,
+                    name,
+                    Close::Delete,
+                    Origin::MonitorAdd,
+                    &Lists::default(),
+                );
                 l.connect(client, name);
             }
             Step::Connect { client, chr } => {

@@ -33,7 +33,6 @@ fn cli_mon(id: &str, chr: &str, hmp: bool, n: u32) -> Mon {
         origin: Origin::CommandLine,
         close: Close::None,
         lists: Lists::default(),
-        object: false,
         order: (0, 0, n),
         dying: false,
     }
@@ -65,7 +64,6 @@ pub fn initial(workers: u8) -> (Shared, Vec<Lane>) {
     let chardevs = monitors.iter().map(|m| m.chr.clone()).collect();
     let mut lanes: Vec<Lane> = (0..=workers).map(Lane::new).collect();
     let mut obj0 = cli_mon("obj0", "obj0chr", false, 0);
-    obj0.object = true;
     obj0.lists = obj0_lists();
     lanes[0].adopt_monitor(obj0);
     lanes[0].adopt_monitor(cli_mon("cli0", "cli0chr", false, workers as u32 + 3));

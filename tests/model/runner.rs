@@ -91,7 +91,7 @@ fn compare(
     shared: &Shared,
     mons: &[Value],
     chrs: &[String],
-    objs: &[String],
+    objs: &[(String, String)],
     memfds: &[String],
 ) -> Option<(Kind, String)> {
     let model_mons: Vec<_> = shared
@@ -135,22 +135,27 @@ fn compare(
             problems.push(format!("close-action=delete monitor {} still listed", e.id));
         }
     }
-    // QOM's view of the same monitors: /objects has the monitor-qmp
-    // objects, and nothing else
-    for o in objs {
+    // QOM's view of the same monitors: every monitor, however it was
+    // made, is a monitor-qmp or monitor-hmp object in /objects, and
+    // /objects has no other monitor object
+    let ty = |e: &super::state::Mon| if e.hmp { "monitor-hmp" } else { "monitor-qmp" };
+    for (o, t) in objs {
         match model_mons.iter().find(|e| e.id == *o) {
-            Some(e) if e.object && e.dying => {
+            Some(e) if e.dying => {
                 problems.push(format!("close-action=delete object {o} still in /objects"))
             }
-            Some(e) if e.object => {}
-            _ => problems.push(format!(
-                "/objects has monitor-qmp {o}, the model has no such object"
+            Some(e) if ty(e) != t => {
+                problems.push(format!("/objects has {o} as {t}, the model as {}", ty(e)))
+            }
+            Some(_) => {}
+            None => problems.push(format!(
+                "/objects has {t} {o}, the model has no such monitor"
             )),
         }
     }
-    for e in model_mons.iter().filter(|e| e.object && !e.dying) {
-        if !objs.contains(&e.id) {
-            problems.push(format!("/objects misses monitor-qmp {}", e.id));
+    for e in model_mons.iter().filter(|e| !e.dying) {
+        if !objs.iter().any(|(o, _)| *o == e.id) {
+            problems.push(format!("/objects misses {} {}", ty(e), e.id));
         }
     }
     let model_chrs: BTreeMap<&str, bool> = shared
@@ -235,13 +240,19 @@ fn sync(qemu: &mut Qemu, lanes: &mut [LaneExec], shared: &Shared, round: u32) ->
         .iter()
         .map(|c| c["label"].as_str().unwrap_or_default().to_owned())
         .collect();
-        let objs: Vec<String> = list(
+        let objs: Vec<(String, String)> = list(
             &lanes[0].ctl_call("qom-list", json!({"path": "/objects"}))?,
             "qom-list /objects",
         )?
         .iter()
-        .filter(|o| o["type"] == "child<monitor-qmp>")
-        .map(|o| o["name"].as_str().unwrap_or_default().to_owned())
+        .filter_map(|o| {
+            let t = o["type"]
+                .as_str()?
+                .strip_prefix("child<")?
+                .strip_suffix('>')?;
+            let name = o["name"].as_str()?;
+            matches!(t, "monitor-qmp" | "monitor-hmp").then(|| (name.to_owned(), t.to_owned()))
+        })
         .collect();
         let memfds = qemu.memfds();
         match compare(lanes, shared, &mons, &chrs, &objs, &memfds) {

@@ -37,6 +37,15 @@ pub enum Origin {
     ObjectAdd,
 }
 
+/// How a run-time step made its monitor: object-add or monitor-add.
+pub fn origin_of(object: bool) -> Origin {
+    if object {
+        Origin::ObjectAdd
+    } else {
+        Origin::MonitorAdd
+    }
+}
+
 /// A monitor's allow-commands (None: not given) and deny-commands (None:
 /// not given; an empty list is the same as none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,8 +114,6 @@ pub struct Mon {
     pub origin: Origin,
     pub close: Close,
     pub lists: Lists,
-    /// A monitor-qmp object (object-add): it is in /objects too.
-    pub object: bool,
     pub order: Order,
     /// close-action=delete fired (client left, or it removed itself):
     /// it goes away by itself, at a time QEMU picks.
@@ -280,8 +287,9 @@ impl Lane {
     }
 
     /// monitor-add, or object-add of a monitor-qmp (`object`): QOM
-    /// checks the id's form and adds the object to /objects before the
-    /// monitor's own checks run.
+    /// checks the id's form and adds the object to /objects, where every
+    /// monitor has one, before the monitor's own checks run, which then
+    /// speak QEMU 11.1's words.
     pub fn expect_monitor_add(&self, shared: &Shared, id: &str, chr: &str, object: bool) -> Expect {
         if !well_formed(id) {
             return Expect::Err(if object {
@@ -290,39 +298,50 @@ impl Lane {
                 invalid_id(id)
             });
         }
-        if object && self.mon(id).is_some_and(|m| m.object) {
-            return Expect::Err(format!(
-                "attempt to add duplicate property '{id}' to object (type 'container')"
-            ));
-        }
         if self.mon(id).is_some() || shared.monitor(id).is_some() {
-            return Expect::Err(format!("Monitor id '{id}' is already in use"));
+            return Expect::Err(if object {
+                format!("attempt to add duplicate property '{id}' to object (type 'container')")
+            } else {
+                format!("Monitor id '{id}' is already in use")
+            });
         }
+        let in_use = if object {
+            format!("chardev '{chr}' is already in use")
+        } else {
+            format!("Chardev '{chr}' is already in use by another frontend")
+        };
         if shared.chardevs.iter().any(|c| c == chr) {
-            return Expect::Err(format!(
-                "Chardev '{chr}' is already in use by another frontend"
-            ));
+            return Expect::Err(in_use);
         }
         match self.chrs.get(chr) {
+            None if object => Expect::Err(format!("chardev \"{chr}\" not found")),
             None => Expect::Err(format!("Chardev '{chr}' not found")),
-            Some(c) if c.monitor.is_some() => Expect::Err(format!(
-                "Chardev '{chr}' is already in use by another frontend"
-            )),
+            Some(c) if c.monitor.is_some() => Expect::Err(in_use),
             Some(_) => Expect::Ok,
         }
     }
 
-    /// monitor-remove, or object-del (`object`), which finds only
-    /// monitors made as objects.
+    /// monitor-remove, or object-del (`object`), which finds every
+    /// monitor in /objects and refuses HMP ones, as QEMU 11.1 does.
     pub fn expect_monitor_remove(&self, shared: &Shared, id: &str, object: bool) -> Expect {
+        const HMP: &str = "Deleting HMP monitors is not supported";
         if object {
+            if let Some(m) = shared.monitor(id) {
+                return if m.hmp {
+                    Expect::Err(HMP.into())
+                } else {
+                    unreachable!("lanes never delete the control monitors")
+                };
+            }
             return match self.mon(id) {
-                // the manager first (the chardev stays), or the close
-                Some(m) if m.object && m.dying => {
+                None => Expect::Err(format!("object '{id}' not found")),
+                // the close of a one-shot session removes it, or the
+                // manager first (the chardev stays)
+                Some(m) if m.dying => {
                     Expect::OneOf(vec![None, Some(format!("object '{id}' not found"))])
                 }
-                Some(m) if m.object => Expect::Ok,
-                _ => Expect::Err(format!("object '{id}' not found")),
+                Some(m) if m.hmp => Expect::Err(HMP.into()),
+                Some(_) => Expect::Ok,
             };
         }
         if let Some(m) = shared.monitor(id) {
@@ -372,13 +391,15 @@ impl Lane {
         Some(client)
     }
 
+    /// A new QMP monitor, made by monitor-add or object-add: either way
+    /// it is an object in /objects, as every monitor is.
     pub fn add_monitor(
         &mut self,
         round: u32,
         id: &str,
         chr: &str,
         close: Close,
-        object: bool,
+        origin: Origin,
         lists: &Lists,
     ) {
         self.seq += 1;
@@ -387,14 +408,9 @@ impl Lane {
             id: id.to_owned(),
             chr: chr.to_owned(),
             hmp: false,
-            origin: if object {
-                Origin::ObjectAdd
-            } else {
-                Origin::MonitorAdd
-            },
+            origin,
             close,
             lists: lists.clone(),
-            object,
             order,
             dying: false,
         });

@@ -236,6 +236,8 @@ static char *list_monitors(Fixture *f)
 }
 
 #define LIBQTEST_MON "compat_monitor0:control:char0:cli"
+/* ...and its object: every monitor is one */
+#define LIBQTEST_OBJ "compat_monitor0:monitor-qmp"
 
 static void test_add_talk_remove(void)
 {
@@ -752,9 +754,9 @@ static void test_qom_add_remove(void)
         assert_ok(object_add(&f, "monitor-qmp", "dyn-mon", "monitor-chardev"));
         assert_monitors(&f, LIBQTEST_MON
                         " dyn-mon:control:monitor-chardev:dyn",
-                        "dyn-mon:monitor-qmp");
+                        LIBQTEST_OBJ " dyn-mon:monitor-qmp");
         assert_ok(object_del(&f, "dyn-mon"));
-        assert_monitors(&f, LIBQTEST_MON, "");
+        assert_monitors(&f, LIBQTEST_MON, LIBQTEST_OBJ);
     }
     qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
                              " 'arguments': {'id': 'monitor-chardev'}}");
@@ -768,20 +770,25 @@ static void test_qom_error_paths(void)
 
     start(&f, NULL);
     assert_error(object_add(&f, "monitor-qmp", "bad-mon", "nonexistent"),
-                 "Chardev 'nonexistent' not found");
+                 "chardev \"nonexistent\" not found");
+    assert_error(object_add(&f, "monitor-hmp", "bad-mon", "nonexistent"),
+                 "chardev \"nonexistent\" not found");
     add_null_chardev(&f, "c1");
     add_null_chardev(&f, "c2");
+    /* libqtest's monitor is an object too */
     assert_error(object_add(&f, "monitor-qmp", "compat_monitor0", "c1"),
-                 "Monitor id 'compat_monitor0' is already in use");
+                 "attempt to add duplicate property 'compat_monitor0' to"
+                 " object (type 'container')");
+    /* monitor-hmp has no 'pretty', as in QEMU 11.1 */
     assert_error(qtest_qmp(f.qts, "{'execute': 'object-add', 'arguments':"
                            " {'qom-type': 'monitor-hmp', 'id': 'h1',"
-                           " 'chardev': 'c1', 'pretty': true}}"),
-                 "'pretty' is not compatible with HMP monitors");
+                           " 'chardev': 'c1', 'pretty': false}}"),
+                 "Parameter 'pretty' is unexpected");
     assert_error(qtest_qmp(f.qts, "{'execute': 'object-add', 'arguments':"
                            " {'qom-type': 'monitor-qmp', 'id': 'm1'}}"),
                  "Parameter 'chardev' is missing");
     /* Failed complete steps leave neither a monitor nor an object */
-    assert_monitors(&f, LIBQTEST_MON, "");
+    assert_monitors(&f, LIBQTEST_MON, LIBQTEST_OBJ);
     stop(&f);
 }
 
@@ -794,11 +801,14 @@ static void test_qom_chardev_in_use(void)
     add_null_chardev(&f, "shared-chr");
     assert_ok(object_add(&f, "monitor-qmp", "mon-1", "shared-chr"));
     assert_error(object_add(&f, "monitor-qmp", "mon-2", "shared-chr"),
-                 "Chardev 'shared-chr' is already in use by another frontend");
+                 "chardev 'shared-chr' is already in use");
+    assert_error(object_add(&f, "monitor-hmp", "mon-2", "shared-chr"),
+                 "chardev 'shared-chr' is already in use");
+    /* monitor-add keeps its own words */
     assert_error(monitor_add(&f, "mon-2", "shared-chr"),
                  "Chardev 'shared-chr' is already in use by another frontend");
     assert_monitors(&f, LIBQTEST_MON " mon-1:control:shared-chr:dyn",
-                    "mon-1:monitor-qmp");
+                    LIBQTEST_OBJ " mon-1:monitor-qmp");
     assert_ok(object_del(&f, "mon-1"));
     qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
                              " 'arguments': {'id': 'shared-chr'}}");
@@ -821,13 +831,14 @@ static void test_qom_remove_cli(void)
      */
     assert_monitors(&f, "cli-mon:control:cli-chr:cli"
                     " json-mon:control:json-chr:cli:delete " LIBQTEST_MON,
-                    "cli-mon:monitor-qmp json-mon:monitor-qmp");
+                    "cli-mon:monitor-qmp " LIBQTEST_OBJ
+                    " json-mon:monitor-qmp");
     assert_ok(object_del(&f, "cli-mon"));
     qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
                              " 'arguments': {'id': 'cli-chr'}}");
     /* monitor-remove takes the object along */
     assert_ok(monitor_remove(&f, "json-mon"));
-    assert_monitors(&f, LIBQTEST_MON, "");
+    assert_monitors(&f, LIBQTEST_MON, LIBQTEST_OBJ);
     qtest_qmp_assert_success(f.qts, "{'execute': 'chardev-remove',"
                              " 'arguments': {'id': 'json-chr'}}");
     stop(&f);
@@ -851,7 +862,7 @@ static void test_qom_remove_hmp(void)
                  "can be removed");
     assert_monitors(&f, "hmp-mon:readline:hmp-chr:cli " LIBQTEST_MON
                     " hmp-mon2:readline:hmp-chr2:dyn",
-                    "hmp-mon2:monitor-hmp hmp-mon:monitor-hmp");
+                    LIBQTEST_OBJ " hmp-mon2:monitor-hmp hmp-mon:monitor-hmp");
     stop(&f);
 }
 
@@ -1227,10 +1238,10 @@ static void test_batch_client_vanishes(void)
 }
 
 /*
- * One namespace of ids, two views.  object-del acts on /objects only:
- * a monitor made with monitor-add or -mon is not an object, and
- * object-del of its id fails as for any id that names no object, leaving
- * the monitor alone; monitor-remove removes any QMP monitor.
+ * One namespace of ids, two views that never disagree: every monitor,
+ * however it was made, is an object in /objects, which object-del
+ * removes and monitor-remove takes along.  An object of another kind
+ * takes its id from monitors too.
  */
 static void test_qom_one_namespace(void)
 {
@@ -1240,30 +1251,40 @@ static void test_qom_one_namespace(void)
               " -mon chardev=mon-chr,mode=control,id=cli-mon");
     add_null_chardev(&f, "c1");
     add_null_chardev(&f, "c2");
+    add_null_chardev(&f, "c3");
     assert_ok(monitor_add(&f, "m1", "c1"));
     assert_error(object_add(&f, "monitor-qmp", "m1", "c2"),
-                 "Monitor id 'm1' is already in use");
+                 "attempt to add duplicate property 'm1' to object"
+                 " (type 'container')");
     assert_error(object_add(&f, "monitor-qmp", "cli-mon", "c2"),
-                 "Monitor id 'cli-mon' is already in use");
+                 "attempt to add duplicate property 'cli-mon' to object"
+                 " (type 'container')");
     assert_ok(object_add(&f, "monitor-qmp", "o1", "c2"));
-    assert_error(monitor_add(&f, "o1", "c2"),
+    assert_error(monitor_add(&f, "o1", "c3"),
                  "Monitor id 'o1' is already in use");
-    assert_error(object_del(&f, "m1"), "object 'm1' not found");
-    assert_error(object_del(&f, "cli-mon"), "object 'cli-mon' not found");
     assert_monitors(&f, LIBQTEST_MON " cli-mon:control:mon-chr:cli"
                     " m1:control:c1:dyn o1:control:c2:dyn",
-                    "o1:monitor-qmp");
+                    "cli-mon:monitor-qmp " LIBQTEST_OBJ
+                    " m1:monitor-qmp o1:monitor-qmp");
 
-    /* An object of another kind with a monitor's id is not its object */
-    qtest_qmp_assert_success(f.qts, "{'execute': 'object-add', 'arguments':"
-                             " {'qom-type': 'secret', 'id': 'm1',"
-                             " 'data': 'x'}}");
-    assert_ok(monitor_remove(&f, "m1"));
-    qtest_qmp_assert_success(f.qts, "{'execute': 'object-del',"
-                             " 'arguments': {'id': 'm1'}}");
+    /* object-del removes monitors made any way, monitor-remove too */
+    assert_ok(object_del(&f, "m1"));
+    assert_ok(object_del(&f, "cli-mon"));
     assert_ok(monitor_remove(&f, "o1"));
-    assert_ok(monitor_remove(&f, "cli-mon"));
-    assert_monitors(&f, LIBQTEST_MON, "");
+    assert_monitors(&f, LIBQTEST_MON, LIBQTEST_OBJ);
+
+    /* An object of another kind keeps its id from monitors */
+    qtest_qmp_assert_success(f.qts, "{'execute': 'object-add', 'arguments':"
+                             " {'qom-type': 'secret', 'id': 's1',"
+                             " 'data': 'x'}}");
+    assert_error(monitor_add(&f, "s1", "c1"),
+                 "An object with id 's1' already exists");
+    assert_error(object_add(&f, "monitor-qmp", "s1", "c1"),
+                 "attempt to add duplicate property 's1' to object"
+                 " (type 'container')");
+    qtest_qmp_assert_success(f.qts, "{'execute': 'object-del',"
+                             " 'arguments': {'id': 's1'}}");
+    assert_monitors(&f, LIBQTEST_MON, LIBQTEST_OBJ);
     stop(&f);
 }
 
@@ -1274,7 +1295,10 @@ static void test_qom_properties(void)
     QDict *rsp;
 
     start(&f, "-chardev null,id=c1"
-              " -object monitor-qmp,id=m1,chardev=c1,close-action=delete");
+              " -object monitor-qmp,id=m1,chardev=c1,close-action=delete"
+              " -chardev null,id=c2 -mon chardev=c2,mode=readline,id=h1"
+              " -chardev null,id=c3"
+              " -object monitor-hmp,id=h2,chardev=c3,readline=off");
     rsp = qtest_qmp(f.qts, "{'execute': 'qom-get', 'arguments':"
                     " {'path': '/objects/m1', 'property': 'close-action'}}");
     g_assert_cmpstr(qdict_get_str(rsp, "return"), ==, "delete");
@@ -1283,10 +1307,33 @@ static void test_qom_properties(void)
                     " {'path': '/objects/m1', 'property': 'chardev'}}");
     g_assert_cmpstr(qdict_get_str(rsp, "return"), ==, "c1");
     qobject_unref(rsp);
+    /* The objects of monitors made otherwise read what they were made with */
+    rsp = qtest_qmp(f.qts, "{'execute': 'qom-get', 'arguments':"
+                    " {'path': '/objects/compat_monitor0',"
+                    " 'property': 'chardev'}}");
+    g_assert_cmpstr(qdict_get_str(rsp, "return"), ==, "char0");
+    qobject_unref(rsp);
+    rsp = qtest_qmp(f.qts, "{'execute': 'qom-get', 'arguments':"
+                    " {'path': '/objects/compat_monitor0',"
+                    " 'property': 'pretty'}}");
+    g_assert_false(qdict_get_bool(rsp, "return"));
+    qobject_unref(rsp);
+    rsp = qtest_qmp(f.qts, "{'execute': 'qom-get', 'arguments':"
+                    " {'path': '/objects/h1', 'property': 'readline'}}");
+    g_assert_true(qdict_get_bool(rsp, "return"));
+    qobject_unref(rsp);
+    rsp = qtest_qmp(f.qts, "{'execute': 'qom-get', 'arguments':"
+                    " {'path': '/objects/h2', 'property': 'readline'}}");
+    g_assert_false(qdict_get_bool(rsp, "return"));
+    qobject_unref(rsp);
     assert_error(qtest_qmp(f.qts, "{'execute': 'qom-set', 'arguments':"
                            " {'path': '/objects/m1', 'property': 'pretty',"
                            " 'value': true}}"),
                  "Property 'pretty' can no longer be set");
+    assert_error(qtest_qmp(f.qts, "{'execute': 'qom-set', 'arguments':"
+                           " {'path': '/objects/h1', 'property': 'readline',"
+                           " 'value': false}}"),
+                 "Property 'readline' can no longer be set");
     stop(&f);
 }
 
@@ -1308,12 +1355,15 @@ static void test_qom_self_delete(void)
     rsp = client_qmp(fd, "{'execute': 'object-del',"
                      " 'arguments': {'id': 'm1'}}");
     assert_error(rsp, "Cannot delete the current QMP monitor");
-    assert_monitors(&f, LIBQTEST_MON " m1:control:c1:dyn", "m1:monitor-qmp");
+    assert_error(object_del(&f, "compat_monitor0"),
+                 "Cannot delete the current QMP monitor");
+    assert_monitors(&f, LIBQTEST_MON " m1:control:c1:dyn",
+                    LIBQTEST_OBJ " m1:monitor-qmp");
     rsp = client_qmp(fd, "{'execute': 'monitor-remove',"
                      " 'arguments': {'id': 'm1'}}");
     assert_ok(rsp);
     assert_eof(fd);
-    assert_monitors(&f, LIBQTEST_MON, "");
+    assert_monitors(&f, LIBQTEST_MON, LIBQTEST_OBJ);
     stop(&f);
 }
 
@@ -1332,7 +1382,7 @@ static void test_qom_close_action_delete(void)
     fd = connect_client(&f, "c1");
     qobject_unref(handshake(fd));
     assert_monitors(&f, LIBQTEST_MON " m1:control:c1:dyn:delete",
-                    "m1:monitor-qmp");
+                    LIBQTEST_OBJ " m1:monitor-qmp");
     close(fd);
     deadline = g_get_monotonic_time() + CLIENT_TIMEOUT_S * G_TIME_SPAN_SECOND;
     while (has_chardev(&f, "c1")) {
@@ -1343,7 +1393,7 @@ static void test_qom_close_action_delete(void)
         }
         g_usleep(10 * 1000);
     }
-    assert_monitors(&f, LIBQTEST_MON, "");
+    assert_monitors(&f, LIBQTEST_MON, LIBQTEST_OBJ);
     assert_error(object_del(&f, "m1"), "object 'm1' not found");
     stop(&f);
 }
