@@ -31,7 +31,7 @@ pub enum Reply {
 }
 
 /// How long a removed monitor's connection may stay open once the
-/// client got everything it was owed: QEMU must close it (SPEC.md:
+/// client got everything it was owed: QEMU must close it (docs/contract.md:
 /// the client is disconnected), and this is the bound of that wait.
 const EOF_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -710,8 +710,8 @@ impl LaneExec {
     }
 
     /// A socketpair chardev without monitor whose client leaves around a
-    /// monitor-add close-action=delete.  Exactly two outcomes (SPEC.md,
-    /// close-action; docs/contract.md, monitor-add's errors): the
+    /// monitor-add close-action=delete.  Exactly two outcomes (docs/contract.md,
+    /// close-action and monitor-add's errors): the
     /// hang-up came first, and the add is refused with the defunct error
     /// (nothing created, the chardev stays); or the add came first, and
     /// the new monitor is added and then gone with its chardev.

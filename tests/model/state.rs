@@ -26,7 +26,7 @@ impl Close {
     }
 }
 
-/// How a monitor was made.  SPEC.md: `dynamic` is true for monitors
+/// How a monitor was made.  docs/contract.md: `dynamic` is true for monitors
 /// created at run time (monitor-add, object-add), false for those of the
 /// command line (-mon, -qmp, -object); the model derives it from this
 /// and nothing else.
@@ -76,7 +76,7 @@ impl Lists {
         self.allow.is_some() || !self.deny().is_empty()
     }
 
-    /// May the client run `name`?  SPEC.md: qmp_capabilities always;
+    /// May the client run `name`?  docs/contract.md: qmp_capabilities always;
     /// human-monitor-command only if allow-commands names it; deny wins.
     pub fn allows(&self, name: &str) -> bool {
         if name == "qmp_capabilities" || !self.restricted() {
