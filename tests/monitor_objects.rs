@@ -27,6 +27,16 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8")
 }
 
+/// What QEMU wrote to stderr, without the notes the sanitizer build's
+/// ASan adds of its own ("==PID==...").
+fn qemu_stderr(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| !l.starts_with("=="))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 #[test]
 fn object_help_lists_the_types_and_their_properties() {
     let types = run(&["-object", "help"]);
@@ -368,12 +378,7 @@ fn mon_gives_no_deprecation_warning() {
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#""id": "cli""#), "{stdout}");
-    // On the sanitizer build, ASan adds notes of its own ("==PID==...")
-    let stderr: Vec<&str> = std::str::from_utf8(&out.stderr)
-        .expect("utf8")
-        .lines()
-        .filter(|l| !l.starts_with("=="))
-        .collect();
+    let stderr = qemu_stderr(&out.stderr);
     assert!(stderr.is_empty(), "{stderr:?}");
 }
 
@@ -597,7 +602,7 @@ fn generated_ids_skip_object_names() {
         .expect("qemu-system-x86_64");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
+        qemu_stderr(&out.stderr),
         "qemu-system-x86_64: -monitor null: An object with id 'compat_monitor0' already exists\n"
     );
 }
@@ -633,7 +638,7 @@ fn monitor_hmp_has_readline_and_no_pretty() {
         .expect("qemu-system-x86_64");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
+        qemu_stderr(&out.stderr),
         "qemu-system-x86_64: -object monitor-hmp,id=h1,chardev=c1,pretty=off: Invalid \
          parameter 'pretty'\n"
     );
