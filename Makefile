@@ -5,8 +5,9 @@
 # Variants (each in its own directories, sharing build/venv):
 #   QEMU_VERSION=V  another Debian source version (build/versions/V/...)
 #   SANITIZE=1      QEMU built with --enable-asan --enable-ubsan (.../asan/)
+#   TSAN=1          QEMU built with --enable-tsan (.../tsan/), ThreadSanitizer
 #   LAB=1           the minimal QEMU for monitor tests (no TCG, no devices);
-#                   the default for SANITIZE=1 and other QEMU versions
+#                   the default for SANITIZE=1, TSAN=1 and other QEMU versions
 #   BASELINE=1      QEMU without qemu-patches, for benchmarks (build/baseline/)
 #   QEMU_SRC=/path  patch and build an existing QEMU tree instead of fetching
 #   QEMU_RUST=1     QEMU's own Rust enabled too (.../qemu-rust/); its crates'
@@ -30,7 +31,7 @@ PY    := $(VENV)/bin/python3
 VTAG  := $(subst :,-,$(QEMU_VERSION))
 VB    := $(if $(BASELINE),$(B)/baseline,$(if $(filter $(DEFAULT_VERSION),$(QEMU_VERSION)),$(B),$(B)/versions/$(VTAG)))
 SRC   := $(if $(QEMU_SRC),$(abspath $(QEMU_SRC)),$(VB)/src)
-OUT   := $(VB)$(if $(SANITIZE),/asan)$(if $(QEMU_RUST),/qemu-rust)
+OUT   := $(VB)$(if $(SANITIZE),/asan)$(if $(TSAN),/tsan)$(if $(QEMU_RUST),/qemu-rust)
 QBUILD := $(OUT)/qemu
 BIN   := $(OUT)/bin
 # Patch stamps belong to a source tree: QEMU_SRC trees get their own
@@ -58,17 +59,37 @@ PY_PACKAGES  := 'meson>=1.5,<2' 'qemu.qmp==0.0.6'
 # block tools; firmware from Debian's packages and the option ROMs QEMU
 # builds itself, found without -L.  The lab build (test-only variants):
 # machine `none`, no devices, no TCG, which builds in a third of the time.
-LAB ?= $(if $(or $(SANITIZE),$(filter-out $(DEFAULT_VERSION),$(QEMU_VERSION))),1)
+LAB ?= $(if $(or $(SANITIZE),$(TSAN),$(filter-out $(DEFAULT_VERSION),$(QEMU_VERSION))),1)
 FIRMWARE_PATH := /usr/share/seabios:/usr/lib/ipxe/qemu:$(QBUILD)/pc-bios/optionrom
 CONFIGURE_FLAGS := --target-list=x86_64-softmmu --without-default-features \
 	--disable-docs --enable-kvm --disable-install-blobs $(if $(QEMU_RUST),--enable-rust,--disable-rust) --enable-tools \
 	$(if $(LAB),--without-default-devices --disable-tcg,--enable-tcg --firmwarepath=$(FIRMWARE_PATH)) \
-	$(if $(SANITIZE),--enable-asan --enable-ubsan)
+	$(if $(SANITIZE),--enable-asan --enable-ubsan) \
+	$(if $(TSAN),--enable-tsan --disable-werror)
 
 # Sanitizer reports fail the run.  Leaks are valgrind's job (check-valgrind):
 # QEMU's exit path leaves one-off allocations that LeakSanitizer reports.
 export ASAN_OPTIONS  := detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS := halt_on_error=1:abort_on_error=1:print_stacktrace=1
+
+ifneq ($(TSAN),)
+ifneq ($(SANITIZE),)
+$(error TSAN=1 and SANITIZE=1 do not go together: QEMU's TSan excludes ASan and UBSan)
+endif
+# ThreadSanitizer (QEMU's docs/devel/testing/main.rst and
+# tests/docker/test-tsan): configured with --disable-werror as QEMU
+# advises, at QEMU's usual -O2 -g rather than its -O0 (TSan is slow
+# enough; gcc's symbolizer still names inlined frames).  The first
+# report ends QEMU with exit code 66, which fails the test that runs it,
+# as abort_on_error does for ASan; the reports go to files under
+# TSAN_LOGS, so that a report from a QEMU whose exit status no test
+# looks at is not lost either.  No deadlock detector (QEMU's setting: it
+# does not cope with QEMU's locking); the longest history, so that both
+# stacks of a race are there.  tests/tsan/suppressions.tsan says why
+# each suppression is benign.
+TSAN_LOGS := $(OUT)/tsan-reports
+export TSAN_OPTIONS := halt_on_error=1:exitcode=66:detect_deadlocks=0:history_size=7:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan/suppressions.tsan:log_path=$(TSAN_LOGS)/report
+endif
 
 # cargo and build.rs outside of meson: bindings follow the variant's tree
 CARGO_ENV := QEMU_SRC_DIR=$(SRC) QEMU_BUILD_DIR=$(QBUILD) QEMU_BIN_DIR=$(BIN) \
@@ -85,7 +106,7 @@ stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
 .PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-iotests check-python \
-	check-valgrind check-install check-baseline check-sanitize check-matrix check-versions check-series series since bench fuzz \
+	check-valgrind check-install check-baseline check-sanitize check-tsan check-matrix check-versions check-series series since bench fuzz \
 	install uninstall patches-import patches-export clean distclean FORCE
 
 all: build demo
@@ -190,7 +211,7 @@ ifneq ($(shell cat $(QBUILD)/qmh-config 2>/dev/null),$(QMH_CONFIG))
 endif
 endif
 $(QBUILD)/build.ninja: | $(STAMPS)/patched
-	$(call stage,configure$(if $(SANITIZE), (sanitizers))$(if $(LAB), (lab)),\
+	$(call stage,configure$(if $(SANITIZE), (sanitizers))$(if $(TSAN), (tsan))$(if $(LAB), (lab)),\
 	  rm -rf $(QBUILD) && mkdir -p $(QBUILD) && cd $(QBUILD) && \
 	  $(SRC)/configure --python=$(PY) $(CONFIGURE_FLAGS) > configure.log 2>&1 && \
 	  echo '$(QMH_CONFIG)' > qmh-config || { tail -30 configure.log; exit 1; })
@@ -360,6 +381,30 @@ check-valgrind: build
 # of their size (tests/common/scale.rs): every path, fewer times.
 check-sanitize:
 	@QMH_SCALE=25 $(MAKE) --no-print-directory SANITIZE=1 check-suite
+
+# ThreadSanitizer on the lab build (build/tsan/): the integration tests
+# that drive threads against each other, sized for TSan's slowdown (5 to
+# 15 times) with the variables the tests read: a quarter, as on the ASan
+# leg, but 20 flood-and-remove rounds (1.5 s each here) and 1,000
+# greeting connections.  TSan needs no lucky interleaving: two accesses
+# without a happens-before edge within its history are a report.  A
+# report ends that QEMU (exit code 66: its test fails), and any report
+# file left in TSAN_LOGS fails the run and is printed.  (QMH_SCALE
+# below 11 is too small for stress.rs: its rounds must pass WARMUP.)
+TSAN_TESTS := sessions removal chardev_races stress model
+TSAN_SIZES := QMH_SCALE=25 QMH_FLOOD_ROUNDS=20 QMH_GREETING_CONNECTS=1000
+ifeq ($(TSAN),)
+check-tsan:
+	@$(MAKE) --no-print-directory TSAN=1 check-tsan
+else
+check-tsan: build
+	$(call stage,cargo test (tsan) $(TSAN_TESTS),rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS) && \
+	  { $(TSAN_SIZES) $(CARGO_ENV) cargo test --locked --release -q --no-fail-fast $(addprefix --test ,$(TSAN_TESTS)) \
+	      -- --skip guest_; rc=$$?; } && \
+	  if ls $(TSAN_LOGS)/report.* >/dev/null 2>&1; then cat $(TSAN_LOGS)/report.*; \
+	    echo "==> ThreadSanitizer: $$(cat $(TSAN_LOGS)/report.* | grep -c '^WARNING: ThreadSanitizer') reports ($(TSAN_LOGS))"; \
+	    rc=1; fi; [ $$rc = 0 ])
+endif
 
 check-matrix:
 	@for v in $(MATRIX_VERSIONS); do \

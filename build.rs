@@ -20,8 +20,10 @@ fn required_dir(var: &str) -> PathBuf {
 }
 
 /// The preprocessor flags QEMU compiles monitor/qmp.c with, made
-/// absolute, from meson's `compile_commands.json`.
-fn qemu_cflags(build: &Path) -> Vec<String> {
+/// absolute, from meson's `compile_commands.json`; and, for a QEMU
+/// built with ThreadSanitizer, the include directory of the sanitizer's
+/// headers (see [`tsan_include`]).
+fn qemu_cflags(build: &Path) -> (Vec<String>, Option<PathBuf>) {
     let db = build.join("compile_commands.json");
     println!("cargo:rerun-if-changed={}", db.display());
     let text = std::fs::read_to_string(&db)
@@ -47,6 +49,7 @@ fn qemu_cflags(build: &Path) -> Vec<String> {
             .collect(),
     };
     let abs = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let tsan = tsan_include(&words);
     let mut flags = Vec::new();
     let mut it = words.iter();
     while let Some(w) = it.next() {
@@ -64,7 +67,36 @@ fn qemu_cflags(build: &Path) -> Vec<String> {
             flags.push(w.clone());
         }
     }
-    flags
+    (flags, tsan)
+}
+
+/// `--enable-tsan` (`CONFIG_TSAN`) has include/qemu/thread.h include
+/// `sanitizer/tsan_interface.h`, a header of gcc's own include directory,
+/// which libclang (bindgen) does not search.  For a QEMU compiled with
+/// `-fsanitize=thread` (`words`, monitor/qmp.c's command line), returns
+/// that directory of the compiler that built QEMU
+/// (`gcc -print-file-name=include`).
+fn tsan_include(words: &[String]) -> Option<PathBuf> {
+    if !words.iter().any(|w| w == "-fsanitize=thread") {
+        return None;
+    }
+    let mut compiler = words.iter().filter(|w| !w.starts_with('-'));
+    let mut cc = compiler.next().expect("the compiler");
+    if cc.ends_with("ccache") {
+        cc = compiler.next().expect("the compiler after ccache");
+    }
+    let out = std::process::Command::new(cc)
+        .arg("-print-file-name=include")
+        .output()
+        .unwrap_or_else(|e| panic!("{cc} -print-file-name=include: {e}"));
+    let dir = String::from_utf8(out.stdout).expect("a UTF-8 path");
+    let dir = Path::new(dir.trim());
+    assert!(
+        out.status.success() && dir.join("sanitizer/tsan_interface.h").is_file(),
+        "{cc} -print-file-name=include: no sanitizer/tsan_interface.h in {}",
+        dir.display()
+    );
+    Some(dir.to_owned())
 }
 
 /// Minimal POSIX-shell word splitting, enough for meson's quoting.
@@ -103,7 +135,7 @@ const OBJECTS_HEADER: &str = "include/monitor/monitor-object.h";
 fn main() {
     let src = required_dir("QEMU_SRC_DIR");
     let build = required_dir("QEMU_BUILD_DIR");
-    let mut cflags = qemu_cflags(&build);
+    let (mut cflags, tsan_include) = qemu_cflags(&build);
     // monitor-internal.h lives outside include/
     cflags.push(format!("-I{}", src.display()));
     cflags.push(format!(
@@ -127,7 +159,17 @@ fn main() {
     for f in &cflags {
         shim.flag(f);
     }
+    // Not instrumented for ThreadSanitizer, like the Rust code: the
+    // test binaries that link the crate (for its constants) have no
+    // sanitizer runtime for an instrumented object's constructor
     shim.compile("qmh_shim");
+
+    // gcc's directory after libclang's own, so that clang's stddef.h
+    // and friends still win
+    if let Some(dir) = &tsan_include {
+        cflags.push("-idirafter".to_owned());
+        cflags.push(dir.display().to_string());
+    }
 
     let bindings = bindgen::Builder::default()
         .header("src/wrapper.h")

@@ -125,3 +125,19 @@ bool qmh_chr_socket_defunct(Chardev *chr)
     return s && s->state == TCP_CHARDEV_STATE_DISCONNECTED &&
         !s->is_listen && !s->reconnect_time_ms;
 }
+
+/*
+ * ThreadSanitizer annotations (no-ops unless QEMU is configured with
+ * --enable-tsan): what one thread did before happens_before(addr) is
+ * seen by another thread after its happens_after(addr).  For the
+ * orderings QEMU provides with fences, which TSan cannot follow.
+ */
+void qmh_tsan_happens_before(void *addr)
+{
+    QEMU_TSAN_ANNOTATE_HAPPENS_BEFORE(addr);
+}
+
+void qmh_tsan_happens_after(void *addr)
+{
+    QEMU_TSAN_ANNOTATE_HAPPENS_AFTER(addr);
+}

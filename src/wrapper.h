@@ -20,6 +20,7 @@
 #include "qemu/error-report.h"
 #include "qemu/id.h"
 #include "qemu/main-loop.h"
+#include "qemu/tsan.h"
 #include "system/iothread.h"
 
 /*
@@ -72,6 +73,8 @@ bool qmh_monitor_qmp_pretty(Monitor *mon);
 bool qmh_monitor_hmp_readline(Monitor *mon);
 int qmh_chr_socket_fd(Chardev *chr);
 bool qmh_chr_socket_defunct(Chardev *chr);
+void qmh_tsan_happens_before(void *addr);
+void qmh_tsan_happens_after(void *addr);
 bool qmh_monitor_has_allow_commands(Monitor *mon);
 const strList *qmh_monitor_allow_commands(Monitor *mon);
 const strList *qmh_monitor_deny_commands(Monitor *mon);

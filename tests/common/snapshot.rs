@@ -29,11 +29,13 @@ impl Qemu {
             .expect("VmRSS")
     }
 
-    /// Is this QEMU built with AddressSanitizer?  Its quarantine keeps
-    /// freed memory resident on purpose, so RSS says nothing there.
-    pub fn has_asan(&self) -> bool {
+    /// Is this QEMU built with a sanitizer?  RSS says nothing about
+    /// leaks there: AddressSanitizer's quarantine keeps freed memory
+    /// resident on purpose, and ThreadSanitizer's shadow memory and
+    /// access history grow with every address and thread it sees.
+    pub fn has_sanitizer(&self) -> bool {
         std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))
-            .is_ok_and(|m| m.contains("libasan"))
+            .is_ok_and(|m| m.contains("libasan") || m.contains("libtsan"))
     }
 
     /// QEMU has not exited and answers on the manager monitor.
@@ -94,8 +96,8 @@ impl Qemu {
             before.rss_kb,
             rss as i64 - before.rss_kb as i64
         );
-        if self.has_asan() {
-            eprintln!("{what}: ASan build, RSS not checked");
+        if self.has_sanitizer() {
+            eprintln!("{what}: sanitizer build, RSS not checked");
         } else {
             assert!(
                 rss <= before.rss_kb + rss_slack_kb,
