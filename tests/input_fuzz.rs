@@ -299,7 +299,7 @@ fn run_seed(seed: u64, cfg: &Config, t0: Instant) -> Result<(), Failure> {
                 "{what}: RSS over the {tail} small rounds of the tail: {before} kB, then {now} kB"
             );
             assert!(
-                fz.qemu.has_asan() || now <= before + TAIL_SLACK_KB,
+                fz.qemu.has_sanitizer() || now <= before + TAIL_SLACK_KB,
                 "{what}: RSS grew from {before} kB to {now} kB over the {tail} small rounds \
                  of the tail, more than {TAIL_SLACK_KB} kB"
             );
