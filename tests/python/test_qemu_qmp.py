@@ -13,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from qemu.qmp import EventListener, QMPClient
+from qemu.qmp import EventListener, ExecuteError, QMPClient
 from qemu.qmp.protocol import StateError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
@@ -102,12 +102,13 @@ class Qemu:
             raise AssertionError(f"{name} {args}: {rsp}")
         return rsp["return"]
 
-    def session(self, mon_id):
-        """A socket chardev and a dynamic monitor on it; returns its path."""
+    def session(self, mon_id, **options):
+        """A socket chardev and a dynamic monitor on it, with monitor-add
+        `options`; returns its path."""
         path = os.path.join(self.dir, f"{mon_id}.sock")
         self.cmd("chardev-add", id=mon_id, backend={"type": "socket", "data": {
             "addr": {"type": "unix", "data": {"path": path}}, "server": True, "wait": False}})
-        self.cmd("monitor-add", id=mon_id, chardev=mon_id)
+        self.cmd("monitor-add", id=mon_id, chardev=mon_id, **options)
         return path
 
     def close(self):
@@ -182,6 +183,36 @@ class QemuQmpClients(unittest.TestCase):
         with self.assertRaises(EOFError):  # the server closed the line
             client.close()
         self.qemu.cmd("chardev-remove", id="s2")
+
+    def test_async_client_on_a_restricted_session(self):
+        """qemu.qmp introspects and runs commands on a session that may
+        run query-* only: it sees the smaller QEMU, a refused command
+        raises ExecuteError with the refusal, and the session goes on."""
+        path = self.qemu.session("r1", **{"allow-commands": ["query-*"],
+                                          "deny-commands": ["query-qmp-schema"]})
+
+        async def scenario():
+            client = QMPClient("r1")
+            await bounded(client.connect(path), "r1's greeting")
+            try:
+                names = {c["name"] for c in await bounded(
+                    client.execute("query-commands"), "r1's query-commands")}
+                self.assertIn("query-status", names)
+                self.assertFalse({n for n in names
+                                  if not n.startswith("query-") and n != "qmp_capabilities"}, names)
+                self.assertNotIn("query-qmp-schema", names)
+                for refused in ["stop", "quit", "query-qmp-schema", "human-monitor-command"]:
+                    with self.assertRaises(ExecuteError) as err:
+                        await bounded(client.execute(refused), f"r1's {refused}")
+                    self.assertEqual(err.exception.error.error.desc,
+                                     f"The command '{refused}' is not allowed on this monitor")
+                status = await bounded(client.execute("query-status"), "r1's query-status")
+                self.assertEqual(status["status"], "running")
+            finally:
+                await bounded(client.disconnect(), "r1's disconnect")
+
+        asyncio.run(scenario())
+        self.assertEqual(self.qemu.cmd("query-status")["status"], "running")
 
     def test_qmp_shell_drives_a_dynamic_monitor(self):
         path = self.qemu.session("s3")
