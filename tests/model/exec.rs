@@ -618,9 +618,9 @@ impl LaneExec {
         Ok(())
     }
 
-    /// The systemd-vmspawn flow: a socketpair end passed with getfd,
-    /// a socket chardev on it, a one-shot monitor.
-    fn session(&mut self, round: u32, name: &str, client: &str) -> Res {
+    /// A socketpair end passed with getfd and a socket chardev `name`
+    /// on it, made on the control monitor; returns the client's end.
+    fn socketpair_chardev(&mut self, name: &str) -> Result<OwnedFd, Failure> {
         let (ours, theirs) = super::common::socketpair();
         self.ctl_seq += 1;
         let id = format!("ctl{}-{}", self.model.lane, self.ctl_seq);
@@ -637,6 +637,13 @@ impl LaneExec {
         }
         self.ctl_ok("chardev-add", fd_chardev(name, name))?;
         self.model.add_chardev(name, ChrKind::Fd);
+        Ok(ours)
+    }
+
+    /// The systemd-vmspawn flow: a socketpair end passed with getfd,
+    /// a socket chardev on it, a one-shot monitor.
+    fn session(&mut self, round: u32, name: &str, client: &str) -> Res {
+        let ours = self.socketpair_chardev(name)?;
         self.ctl_ok(
             "monitor-add",
             json!({"id": name, "chardev": name, "close-action": "delete"}),
@@ -716,22 +723,7 @@ impl LaneExec {
     /// (nothing created, the chardev stays); or the add came first, and
     /// the new monitor is added and then gone with its chardev.
     fn leave_around_add(&mut self, round: u32, name: &str, early: bool, delay_ms: u32) -> Res {
-        let (ours, theirs) = super::common::socketpair();
-        self.ctl_seq += 1;
-        let id = format!("ctl{}-{}", self.model.lane, self.ctl_seq);
-        let msg = json!({"execute": "getfd", "arguments": {"fdname": name}, "id": id});
-        super::common::send_fd(
-            self.ctl.raw_fd(),
-            format!("{msg}\n").as_bytes(),
-            theirs.as_raw_fd(),
-        );
-        drop(theirs);
-        let rsp = self.ctl.wait_reply(&id, ctl_event)?;
-        if rsp.get("return") != Some(&json!({})) {
-            return Err(wrong(format!("getfd {name} on the control monitor: {rsp}")));
-        }
-        self.ctl_ok("chardev-add", fd_chardev(name, name))?;
-        self.model.add_chardev(name, ChrKind::Fd);
+        let ours = self.socketpair_chardev(name)?;
         let pause = || std::thread::sleep(Duration::from_millis(delay_ms as u64));
         let args = json!({"id": name, "chardev": name, "close-action": "delete"});
         let rsp = if early {
