@@ -333,7 +333,7 @@ check-lint: build
 # the lab builds cannot boot the guest: they skip its tests (guest_*)
 check-cargo: build $(if $(LAB),,guest)
 	$(call stage,cargo test$(if $(SANITIZE), (sanitizers))$(if $(LAB), (lab)) $(QEMU_VERSION),\
-	  $(if $(LAB),,QMH_ACCELS=$$($(ACCELS)) )$(CARGO_ENV) cargo test --locked --release -q $(if $(LAB),-- --skip guest_))
+	  $(if $(LAB),,QMH_ACCELS=$$($(ACCELS)) )$(CARGO_ENV) cargo test --locked --release -q $(if $(LAB),-- --skip guest_ --skip a_running_command))
 
 check-qtest: build
 	$(call stage,qtest$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\
