@@ -37,6 +37,9 @@ BIN   := $(OUT)/bin
 # Patch stamps belong to a source tree: QEMU_SRC trees get their own
 STAMPS := $(VB)/stamps$(if $(QEMU_SRC),/custom$(subst /,_,$(SRC)))
 PATCHES := $(if $(BASELINE),,$(sort $(wildcard $(CURDIR)/qemu-patches/0*.patch)))
+# The series is made on 10.2; on other versions a context line may differ
+# where 10.2 renamed something next to a change (chr->be, chr->fe)
+PATCH_FUZZ := $(if $(filter-out $(DEFAULT_VERSION),$(QEMU_VERSION)),-F3)
 BINARIES := qemu-system-x86_64 storage-daemon/qemu-storage-daemon qemu-img qemu-io qemu-nbd
 # QEMU's qtests that walk commands, objects, types and devices (the
 # device and HMP walks on the product build only), and the series' own
@@ -177,7 +180,7 @@ $(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
 	  rm -rf $(STAMPS)/applied && mkdir -p $(STAMPS)/applied && \
 	  for p in $(PATCHES); do \
 	    echo "  applying $$(basename $$p)"; \
-	    patch -d $(SRC) -p1 -s --batch --forward --no-backup-if-mismatch < $$p || \
+	    patch -d $(SRC) -p1 -s --batch --forward --no-backup-if-mismatch $(PATCH_FUZZ) < $$p || \
 	      { echo "patch $$(basename $$p) does not apply to $(SRC)"; exit 1; }; \
 	    cp $$p $(STAMPS)/applied/; done && \
 	  $(if $(BASELINE),true,ln -sfn $(CURDIR)/meson-glue $(SRC)/monitor/hotplug && \
