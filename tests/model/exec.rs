@@ -22,7 +22,7 @@ use super::{
     conn::Conn,
     failure::{note, Failure, Kind, Res},
     plan::Step,
-    state::{origin_of, refused, CState, ChrKind, Close, Expect, Lane, Lists, Origin, Shared},
+    state::{origin_of, refused, CState, ChrKind, Close, Expect, Lane, Shared},
 };
 
 /// How long a close-action=delete removal may take to show.
@@ -648,14 +648,7 @@ impl LaneExec {
             "monitor-add",
             json!({"id": name, "chardev": name, "close-action": "delete"}),
         )?;
-        self.model.add_monitor(
-            round,
-            name,
-            name,
-            Close::Delete,
-            Origin::MonitorAdd,
-            &Lists::default(),
-        );
+        self.model.add_one_shot(round, name);
         self.model.connect(client, name);
         let stream = UnixStream::from(ours);
         let track = self.model.lane == 0;
@@ -748,14 +741,7 @@ impl LaneExec {
         if rsp.get("return") == Some(&json!({})) {
             note("outcome seen: monitor-add around its client's leaving added, then gone".into());
             // added, and its client is gone: it goes with its chardev
-            self.model.add_monitor(
-                round,
-                name,
-                name,
-                Close::Delete,
-                Origin::MonitorAdd,
-                &Lists::default(),
-            );
+            self.model.add_one_shot(round, name);
             self.model.start_dying(name);
         } else if rsp["error"]["class"] == "GenericError" && rsp["error"]["desc"] == defunct {
             // refused: the chardev stays, without monitor

@@ -9,7 +9,7 @@ use super::{
     client::{GARBAGE, PROBES, RESYNC},
     common::Rng,
     plan::{Item, Plan, Step},
-    state::{origin_of, CState, ChrKind, Close, Expect, Lane, Lists, Origin, Shared},
+    state::{origin_of, CState, ChrKind, Close, Expect, Lane, Lists, Shared},
 };
 
 /// Patterns for allow-commands: names and prefixes of the commands the
@@ -519,14 +519,7 @@ impl Gen<'_> {
             }
             Step::Session { name, client } => {
                 l.add_chardev(name, ChrKind::Fd);
-                l.add_monitor(
-                    round,
-                    name,
-                    name,
-                    Close::Delete,
-                    Origin::MonitorAdd,
-                    &Lists::default(),
-                );
+                l.add_one_shot(round, name);
                 l.connect(client, name);
             }
             Step::Connect { client, chr } => {

@@ -391,6 +391,19 @@ impl Lane {
         Some(client)
     }
 
+    /// The one-shot monitor of the systemd-vmspawn flow: monitor-add
+    /// close-action=delete on the socketpair chardev of the same name.
+    pub fn add_one_shot(&mut self, round: u32, name: &str) {
+        self.add_monitor(
+            round,
+            name,
+            name,
+            Close::Delete,
+            Origin::MonitorAdd,
+            &Lists::default(),
+        );
+    }
+
     /// A new QMP monitor, made by monitor-add or object-add: either way
     /// it is an object in /objects, as every monitor is.
     pub fn add_monitor(
