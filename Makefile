@@ -49,9 +49,11 @@ SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # gcc-multilib: QEMU's x86 option ROMs (-kernel boot) are 32-bit code;
 # seabios, ipxe-qemu: the firmware of x86's default machines and NICs;
-# cpio: the test guest's initramfs; bindgen: QEMU's own Rust (QEMU_RUST=1)
+# cpio: the test guest's initramfs; bindgen: QEMU's own Rust (QEMU_RUST=1);
+# libgnutls28-dev: TLS socket chardevs, openssl: the tests' certificates
 DEB_PACKAGES := ninja-build libglib2.0-dev libpixman-1-dev flex bison \
 	pkg-config libfdt-dev zlib1g-dev dpkg-dev libclang-dev clang \
+	libgnutls28-dev openssl \
 	python3-venv socat valgrind gcc-multilib seabios ipxe-qemu cpio \
 	bindgen $(DOCS_PACKAGES)
 # QEMU's manual (the QMP reference), built by check-series
@@ -59,13 +61,13 @@ DOCS_PACKAGES := python3-sphinx python3-sphinx-rtd-theme
 PY_PACKAGES  := 'meson>=1.5,<2' 'qemu.qmp==0.0.6'
 
 # The product: x86_64's default machines and devices, TCG and KVM, the
-# block tools; firmware from Debian's packages and the option ROMs QEMU
-# builds itself, found without -L.  The lab build (test-only variants):
+# block tools, TLS (GnuTLS); firmware from Debian's packages and the
+# option ROMs QEMU builds itself, found without -L.  The lab build (test-only variants):
 # machine `none`, no devices, no TCG, which builds in a third of the time.
 LAB ?= $(if $(or $(SANITIZE),$(TSAN),$(filter-out $(DEFAULT_VERSION),$(QEMU_VERSION))),1)
 FIRMWARE_PATH := /usr/share/seabios:/usr/lib/ipxe/qemu:$(QBUILD)/pc-bios/optionrom
 CONFIGURE_FLAGS := --target-list=x86_64-softmmu --without-default-features \
-	--disable-docs --enable-kvm --disable-install-blobs $(if $(QEMU_RUST),--enable-rust,--disable-rust) --enable-tools \
+	--disable-docs --enable-kvm --enable-gnutls --disable-install-blobs $(if $(QEMU_RUST),--enable-rust,--disable-rust) --enable-tools \
 	$(if $(LAB),--without-default-devices --disable-tcg,--enable-tcg --firmwarepath=$(FIRMWARE_PATH)) \
 	$(if $(SANITIZE),--enable-asan --enable-ubsan) \
 	$(if $(TSAN),--enable-tsan --disable-werror)
@@ -388,14 +390,15 @@ check-sanitize:
 # ThreadSanitizer on the lab build (build/tsan/): the integration tests
 # that drive threads against each other, sized for TSan's slowdown (5 to
 # 15 times) with the variables the tests read: a quarter, as on the ASan
-# leg, but 20 flood-and-remove rounds (1.5 s each here) and 1,000
-# greeting connections.  TSan needs no lucky interleaving: two accesses
+# leg, also of the chardev churn, which the ASan leg runs whole; 20
+# flood-and-remove rounds (1.5 s each here) and 1,000 greeting
+# connections.  TSan needs no lucky interleaving: two accesses
 # without a happens-before edge within its history are a report.  A
 # report ends that QEMU (exit code 66: its test fails), and any report
 # file left in TSAN_LOGS fails the run and is printed.  (QMH_SCALE
 # below 11 is too small for stress.rs: its rounds must pass WARMUP.)
 TSAN_TESTS := sessions removal chardev_races stress model
-TSAN_SIZES := QMH_SCALE=25 QMH_FLOOD_ROUNDS=20 QMH_GREETING_CONNECTS=1000
+TSAN_SIZES := QMH_SCALE=25 QMH_FLOOD_ROUNDS=20 QMH_GREETING_CONNECTS=1000 QMH_CHARDEV_ROUNDS=250
 ifeq ($(TSAN),)
 check-tsan:
 	@$(MAKE) --no-print-directory TSAN=1 check-tsan

@@ -3,14 +3,20 @@
 //! thread while the main loop uses them: a monitor added and removed on
 //! every kind of socket chardev, with peers that come and go, and
 //! query-chardev while clients connect.  After every round the
-//! manager's own connection must answer, and QEMU must not have died.
+//! manager's own connection must answer, and QEMU must not have died;
+//! at the end it must exit cleanly having printed nothing (no GLib
+//! warning either).
 
 mod common;
 
 use std::{
-    io::ErrorKind,
-    os::unix::net::{UnixListener, UnixStream},
-    path::Path,
+    io::{ErrorKind, Write},
+    net::{TcpListener, TcpStream},
+    os::{
+        fd::OwnedFd,
+        unix::net::{UnixListener, UnixStream},
+    },
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -19,35 +25,67 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{join_timeout, seed, Qemu, Qmp, Rng};
+use common::{join_timeout, seed, Endpoint, Qemu, Qmp, Rng};
 use serde_json::{json, Value};
 
-/// Rounds per chardev kind.  The reconnecting client aborted QEMU
-/// within 5 to 110 rounds before its fix (three seeds of three), and
-/// the wrong-peer hand-off needs a client to come and go in between.
+/// Rounds per chardev kind, on every build (`QMH_SCALE` does not apply;
+/// `QMH_CHARDEV_ROUNDS=N` for another number).  The reconnecting client
+/// aborted QEMU within 5 to 110 rounds before its fix (three seeds of
+/// three), and the wrong-peer hand-off needs a client to come and go in
+/// between.
 const ROUNDS: usize = 1000;
 
-/// A Unix socket server that accepts every connection and drops it at
-/// once, until the value is dropped: the peer of a reconnecting client
-/// chardev that keeps losing its connection.
+fn rounds() -> usize {
+    std::env::var("QMH_CHARDEV_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS)
+}
+
+/// Where a [`DroppingServer`] listens.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    fn accept(&self) -> std::io::Result<OwnedFd> {
+        match self {
+            Listener::Unix(l) => l.accept().map(|(c, _)| c.into()),
+            Listener::Tcp(l) => l.accept().map(|(c, _)| c.into()),
+        }
+    }
+}
+
+/// A socket server that accepts every connection and drops it, at
+/// once or after up to `hold`, until the value is dropped: the peer of
+/// a reconnecting client chardev that keeps losing its connection.  A
+/// connection held a while keeps a TLS client's handshake in flight.
 struct DroppingServer {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<usize>>,
 }
 
 impl DroppingServer {
-    fn start(path: &Path) -> Self {
-        let listener = UnixListener::bind(path).expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
+    fn start(listener: Listener, hold: Duration, seed: u64) -> Self {
+        match &listener {
+            Listener::Unix(l) => l.set_nonblocking(true),
+            Listener::Tcp(l) => l.set_nonblocking(true),
+        }
+        .expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = thread::spawn(move || {
+            let mut rng = Rng::new(seed);
+            let mut held: Vec<(OwnedFd, Instant)> = Vec::new();
             let mut accepted = 0;
             while !flag.load(Ordering::Relaxed) {
+                held.retain(|(_, until)| Instant::now() < *until);
                 match listener.accept() {
-                    Ok((conn, _)) => {
+                    Ok(conn) => {
                         accepted += 1;
-                        drop(conn);
+                        let us = rng.below(hold.as_micros() as usize + 1) as u64;
+                        held.push((conn, Instant::now() + Duration::from_micros(us)));
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(1));
@@ -77,10 +115,28 @@ fn manager_alive(qemu: &mut Qemu, round: usize) {
     assert_eq!(rsp, json!({"return": {}, "id": round}), "round {round}");
 }
 
-/// A chardev-add backend of a Unix socket client.
-fn client_chardev(id: &str, path: &Path, reconnect_ms: Option<u64>) -> Value {
-    let mut data = json!({"addr": {"type": "unix", "data": {"path": path}},
-                          "server": false});
+/// Where a client chardev connects to.
+#[derive(Clone)]
+enum Peer {
+    Unix(PathBuf),
+    /// A TCP port on 127.0.0.1, spoken to with TLS credentials `creds`.
+    Tls {
+        port: u16,
+        creds: &'static str,
+    },
+}
+
+/// A chardev-add backend of a socket client.
+fn client_chardev(id: &str, peer: &Peer, reconnect_ms: Option<u64>) -> Value {
+    let mut data = match peer {
+        Peer::Unix(path) => json!({"addr": {"type": "unix", "data": {"path": path}},
+                                   "server": false}),
+        Peer::Tls { port, creds } => {
+            json!({"addr": {"type": "inet",
+                            "data": {"host": "127.0.0.1", "port": port.to_string()}},
+                   "server": false, "tls-creds": creds})
+        }
+    };
     if let Some(ms) = reconnect_ms {
         data["reconnect-ms"] = json!(ms);
     }
@@ -119,7 +175,7 @@ fn churn(
     add: impl Fn(&mut Qemu, &str),
     mut between: impl FnMut(&mut Qemu, &str, &mut Rng),
 ) {
-    for round in 0..common::scaled(ROUNDS) {
+    for round in 0..rounds() {
         let chr = format!("c{round}");
         add(qemu, &chr);
         qemu.monitor_add("m", &chr);
@@ -136,25 +192,48 @@ fn churn(
     }
 }
 
-/// A client socket chardev (with `reconnect_ms`, or without) whose
-/// server drops every connection, churned as [`churn`] does.
-fn churn_client_socket(test: &str, default_seed: u64, reconnect_ms: Option<u64>, waits: Waits) {
-    let mut rng = Rng::new(seed(test, default_seed));
-    let mut qemu = Qemu::start(&[]);
-    let path = qemu.dir.join("dropper.sock");
-    let server = DroppingServer::start(&path);
+/// How a client chardev's server behaves.
+struct Server {
+    tls: bool,
+    reconnect_ms: Option<u64>,
+    hold: Duration,
+}
+
+/// A client socket chardev whose server drops every connection,
+/// churned as [`churn`] does.
+fn churn_client_socket(test: &str, default_seed: u64, server: Server, waits: Waits) {
+    let seed = seed(test, default_seed);
+    let mut rng = Rng::new(seed);
+    let mut qemu = Qemu::start_quiet(&[]);
+    let (listener, peer) = if server.tls {
+        qemu.add_tls_creds("tls0", Endpoint::Client);
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("port").port();
+        (
+            Listener::Tcp(l),
+            Peer::Tls {
+                port,
+                creds: "tls0",
+            },
+        )
+    } else {
+        let path = qemu.dir.join("dropper.sock");
+        let l = UnixListener::bind(&path).expect("bind");
+        (Listener::Unix(l), Peer::Unix(path))
+    };
+    let dropper = DroppingServer::start(listener, server.hold, seed);
     churn(
         &mut qemu,
         &mut rng,
         waits,
         |q, chr| {
-            q.mgr
-                .ok("chardev-add", client_chardev(chr, &path, reconnect_ms));
+            let backend = client_chardev(chr, &peer, server.reconnect_ms);
+            q.mgr.ok("chardev-add", backend);
         },
         |_, _, _| {},
     );
-    assert!(server.stop() > 0, "the chardev never connected");
-    assert!(qemu.quit().success());
+    assert!(dropper.stop() > 0, "the chardev never connected");
+    qemu.quit_quietly();
 }
 
 /// A client socket with reconnect-ms whose server drops every
@@ -164,13 +243,38 @@ fn churn_client_socket(test: &str, default_seed: u64, reconnect_ms: Option<u64>,
 /// took another connection's fd) and QEMU aborted.
 #[test]
 fn a_reconnecting_client_socket_is_removed_cleanly() {
-    churn_client_socket("reconnecting client", 25, Some(20), RECONNECT_WAITS);
+    let server = Server {
+        tls: false,
+        reconnect_ms: Some(20),
+        hold: Duration::ZERO,
+    };
+    churn_client_socket("reconnecting client", 25, server, RECONNECT_WAITS);
 }
 
 /// The same without reconnect-ms: one connection, dropped at once.
 #[test]
 fn a_client_socket_dropped_by_its_server_is_removed_cleanly() {
-    churn_client_socket("client socket", 26, None, SHORT_WAITS);
+    let server = Server {
+        tls: false,
+        reconnect_ms: None,
+        hold: Duration::ZERO,
+    };
+    churn_client_socket("client socket", 26, server, SHORT_WAITS);
+}
+
+/// A TLS client socket with reconnect-ms whose server holds each
+/// connection up to 5 ms without answering the TLS client hello, then
+/// drops it: the removal finds the chardev reconnecting, connecting or
+/// in the middle of its TLS handshake, which it must move to the main
+/// loop with the rest.
+#[test]
+fn a_reconnecting_tls_client_socket_is_removed_cleanly() {
+    let server = Server {
+        tls: true,
+        reconnect_ms: Some(20),
+        hold: Duration::from_millis(5),
+    };
+    churn_client_socket("reconnecting tls client", 29, server, RECONNECT_WAITS);
 }
 
 /// A listening socket whose clients connect and leave at random around
@@ -179,7 +283,7 @@ fn a_client_socket_dropped_by_its_server_is_removed_cleanly() {
 #[test]
 fn a_listening_socket_with_clients_coming_and_going_is_removed_cleanly() {
     let mut rng = Rng::new(seed("listening socket", 27));
-    let mut qemu = Qemu::start(&[]);
+    let mut qemu = Qemu::start_quiet(&[]);
     let held = std::cell::RefCell::new(Vec::new());
     churn(
         &mut qemu,
@@ -209,7 +313,74 @@ fn a_listening_socket_with_clients_coming_and_going_is_removed_cleanly() {
             }
         },
     );
-    assert!(qemu.quit().success());
+    qemu.quit_quietly();
+}
+
+/// The TCP port of listening chardev `id`, from its query-chardev
+/// filename ("disconnected:tcp:127.0.0.1:PORT,server=on").
+fn listening_port(qemu: &mut Qemu, id: &str) -> u16 {
+    let list = qemu.mgr.ok("query-chardev", json!({}));
+    let filename = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["label"] == id)
+        .and_then(|c| c["filename"].as_str())
+        .unwrap_or_else(|| panic!("no chardev {id} in {list}"))
+        .to_owned();
+    let port = filename
+        .split(&[':', ','][..])
+        .nth(3)
+        .and_then(|p| p.parse().ok());
+    port.unwrap_or_else(|| panic!("no port in {filename:?}"))
+}
+
+/// A listening TLS socket whose clients connect and, at random, leave
+/// at once, send part of a TLS client hello, send garbage, or stay:
+/// the removal finds the chardev listening, or in a TLS handshake with
+/// one of them, which it must move to the main loop with the rest.
+#[test]
+fn a_listening_tls_socket_with_clients_in_handshake_is_removed_cleanly() {
+    let mut rng = Rng::new(seed("listening tls socket", 30));
+    let mut qemu = Qemu::start_quiet(&[]);
+    qemu.add_tls_creds("tls0", Endpoint::Server);
+    let held = std::cell::RefCell::new(Vec::new());
+    churn(
+        &mut qemu,
+        &mut rng,
+        SHORT_WAITS,
+        |q, chr| {
+            let data = json!({"addr": {"type": "inet",
+                                       "data": {"host": "127.0.0.1", "port": "0"}},
+                              "server": true, "wait": false, "tls-creds": "tls0"});
+            q.mgr.ok(
+                "chardev-add",
+                json!({"id": chr, "backend": {"type": "socket", "data": data}}),
+            );
+        },
+        |q, chr, rng| {
+            if rng.chance(1, 2) {
+                held.borrow_mut().clear();
+            }
+            if rng.chance(3, 4) {
+                let port = listening_port(q, chr);
+                let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                // a TLS 1.2 record header of a client hello, then less
+                // than the length it announces
+                let hello: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c];
+                match rng.below(3) {
+                    // the chardev may have dropped it already
+                    0 => drop(conn.write_all(hello)),
+                    1 => drop(conn.write_all(b"{\"execute\": \"qmp_capabilities\"}\n")),
+                    _ => {}
+                }
+                if rng.chance(1, 2) {
+                    held.borrow_mut().push(conn);
+                }
+            }
+        },
+    );
+    qemu.quit_quietly();
 }
 
 /// A socketpair passed with getfd, as systemd-vmspawn does; the client
@@ -217,7 +388,7 @@ fn a_listening_socket_with_clients_coming_and_going_is_removed_cleanly() {
 #[test]
 fn an_fd_socket_is_removed_cleanly() {
     let mut rng = Rng::new(seed("fd socket", 28));
-    let mut qemu = Qemu::start(&[]);
+    let mut qemu = Qemu::start_quiet(&[]);
     let clients = std::cell::RefCell::new(Vec::new());
     churn(
         &mut qemu,
@@ -230,7 +401,7 @@ fn an_fd_socket_is_removed_cleanly() {
             }
         },
     );
-    assert!(qemu.quit().success());
+    qemu.quit_quietly();
 }
 
 /// query-chardev copies every chardev's filename in the main loop while
@@ -243,7 +414,7 @@ fn query_chardev_while_clients_connect() {
     let dir = common::temp_dir();
     let path = dir.join("cli.sock");
     let chardev = format!("socket,id=cli,path={},server=on,wait=off", path.display());
-    let mut qemu = Qemu::start(&["-chardev", &chardev, "-mon", "chardev=cli,mode=control"]);
+    let mut qemu = Qemu::start_quiet(&["-chardev", &chardev, "-mon", "chardev=cli,mode=control"]);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let connector = thread::spawn(move || {
@@ -278,5 +449,5 @@ fn query_chardev_while_clients_connect() {
         join_timeout(connector, Duration::from_secs(10), "the connector").expect("the connector");
     assert!(connects > 100, "only {connects} connections");
     assert!(queries > 100, "only {queries} queries");
-    assert!(qemu.quit().success());
+    qemu.quit_quietly();
 }

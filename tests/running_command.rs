@@ -128,6 +128,30 @@ fn drive_size(qemu: &mut Qemu) -> u64 {
         .unwrap_or_else(|| panic!("drv0's size in {blocks}"))
 }
 
+/// Waits until the dispatcher is parked in block_resize: the manager
+/// sends query-name until one gets no answer for a second (the
+/// dispatcher runs one command at a time, for every QMP monitor), and
+/// returns that one's id.  Only then does HMP's `wait_break` follow: it
+/// polls the block layer's context, not the one the dispatcher runs
+/// in, so if it started before the dispatcher took block_resize it
+/// would wait for nothing until its client's timeout.
+fn wait_parked(qemu: &mut Qemu, ctx: &str) -> String {
+    for n in 0..30 {
+        let id = format!("behind-{n}");
+        qemu.mgr.send(&json!({"execute": "query-name", "id": id}));
+        if !qemu.mgr.readable_within(Duration::from_secs(1)) {
+            return id;
+        }
+        assert_eq!(
+            qemu.mgr
+                .recv_reply_awaiting("the manager's query-name before the park"),
+            Some(json!({"return": {}, "id": id})),
+            "{ctx}"
+        );
+    }
+    panic!("{ctx}: the dispatcher answered the manager for 30 rounds: block_resize never parked");
+}
+
 /// How the monitor whose command is parked goes.
 #[derive(Debug, Clone, Copy)]
 enum Removal {
@@ -148,12 +172,6 @@ enum Removal {
 /// sees the end of its connection after its negotiation reply: on a
 /// message boundary, with nothing else.
 ///
-/// Known race in this test: HMP's `wait_break` polls the block layer's
-/// context in the main loop, not the iohandler context the QMP
-/// dispatcher runs in, so if it starts before the dispatcher has taken
-/// block_resize, it waits out its 30 s.  On the slower lab builds (ASan,
-/// QEMU 10.0) this happens often enough that `make check` skips the test
-/// there; the product build runs it.
 #[test]
 fn a_running_command_finishes_and_its_reply_is_dropped() {
     let img_dir = common::temp_dir();
@@ -207,14 +225,8 @@ fn a_running_command_finishes_and_its_reply_is_dropped() {
                    "arguments": {"device": "drv0", "size": new_size}}),
             json!({"execute": "stop", "id": "queued"})
         ));
+        let behind = wait_parked(&mut qemu, &ctx);
         hmp.ok("qemu-io drv0 \"wait_break park\"");
-        // The dispatcher is parked: the manager gets no answer.
-        qemu.mgr
-            .send(&json!({"execute": "query-name", "id": "behind"}));
-        assert!(
-            !qemu.mgr.readable_within(Duration::from_millis(300)),
-            "{ctx}: the manager got an answer while the dispatcher was parked"
-        );
 
         // The monitor goes while its command runs.
         match how {
@@ -242,7 +254,7 @@ fn a_running_command_finishes_and_its_reply_is_dropped() {
         assert_eq!(
             qemu.mgr
                 .recv_reply_awaiting("the manager's query-name behind the parked command"),
-            Some(json!({"return": {}, "id": "behind"})),
+            Some(json!({"return": {}, "id": behind})),
             "{ctx}"
         );
         // Its reply never comes, the queued stop never ran: the client

@@ -19,6 +19,7 @@ mod qmp;
 mod rng;
 mod scale;
 mod snapshot;
+mod tls;
 mod wait;
 mod watchdog;
 
@@ -32,5 +33,6 @@ pub use qmp::{send_fd, Incoming, Qmp, IO_TIMEOUT};
 pub use rng::{seed, Rng};
 pub use scale::scaled;
 pub use snapshot::Snapshot;
+pub use tls::{make_certs, Endpoint};
 pub use wait::{join_scoped_timeout, join_timeout, wait_child, wait_timeout, wait_until};
 pub use watchdog::Watchdog;

@@ -61,6 +61,9 @@ pub struct Qemu {
     pub child: Child,
     pub dir: PathBuf,
     pub mgr: Qmp,
+    /// Where QEMU's stderr goes, if not to the test's: see
+    /// [`Qemu::start_quiet`].
+    stderr: Option<PathBuf>,
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -76,6 +79,24 @@ pub fn temp_dir() -> PathBuf {
 impl Qemu {
     pub fn start(extra: &[&str]) -> Self {
         Self::start_inheriting(extra, &[])
+    }
+
+    /// As [`Self::start`], for a QEMU that must print nothing: its
+    /// stderr goes to a file, which [`Self::quit_quietly`] checks.  A
+    /// warning, such as GLib's about a source removed from the wrong
+    /// context, is a failure there.
+    pub fn start_quiet(extra: &[&str]) -> Self {
+        let dir = temp_dir();
+        let stderr = dir.join("qemu.stderr");
+        Self::start_in(
+            dir,
+            "qemu-system-x86_64",
+            &["-M", "none", "-accel", "qtest", "-display", "none"],
+            "-qmp",
+            extra,
+            &[],
+            Some(stderr),
+        )
     }
 
     /// As [`Self::start`], with `inherit` open in QEMU under the same
@@ -107,7 +128,7 @@ impl Qemu {
             "chardev=mgr".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn("qemu-storage-daemon", &args, dir, &sock, &[])
+        Self::spawn("qemu-storage-daemon", &args, dir, &sock, &[], None)
     }
 
     fn start_binary(
@@ -117,7 +138,18 @@ impl Qemu {
         extra: &[&str],
         inherit: &[RawFd],
     ) -> Self {
-        let dir = temp_dir();
+        Self::start_in(temp_dir(), bin, base, qmp_opt, extra, inherit, None)
+    }
+
+    fn start_in(
+        dir: PathBuf,
+        bin: &str,
+        base: &[&str],
+        qmp_opt: &str,
+        extra: &[&str],
+        inherit: &[RawFd],
+        stderr: Option<PathBuf>,
+    ) -> Self {
         let sock = dir.join("mgr.sock");
         let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
         args.push(qmp_opt.into());
@@ -127,12 +159,22 @@ impl Qemu {
                 .iter()
                 .map(|s| s.replace("@DIR@", &dir.display().to_string())),
         );
-        Self::spawn(bin, &args, dir, &sock, inherit)
+        Self::spawn(bin, &args, dir, &sock, inherit, stderr)
     }
 
-    fn spawn(bin: &str, args: &[String], dir: PathBuf, sock: &Path, inherit: &[RawFd]) -> Self {
+    fn spawn(
+        bin: &str,
+        args: &[String],
+        dir: PathBuf,
+        sock: &Path,
+        inherit: &[RawFd],
+        stderr: Option<PathBuf>,
+    ) -> Self {
         let mut cmd = Command::new(bin_dir().join(bin));
         cmd.args(args).stdin(Stdio::null());
+        if let Some(path) = &stderr {
+            cmd.stderr(std::fs::File::create(path).expect("QEMU's stderr file"));
+        }
         let inherit = inherit.to_vec();
         // Clearing FD_CLOEXEC in the child, not in the parent, keeps
         // the fds out of the QEMUs that other test threads start.
@@ -158,7 +200,12 @@ impl Qemu {
             mgr
         }));
         match mgr {
-            Ok(mgr) => Qemu { child, dir, mgr },
+            Ok(mgr) => Qemu {
+                child,
+                dir,
+                mgr,
+                stderr,
+            },
             Err(panic) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -317,6 +364,20 @@ impl Qemu {
         let status = wait_timeout(&mut self.child, Duration::from_secs(60));
         let _ = std::fs::remove_dir_all(&self.dir);
         (status, events)
+    }
+
+    /// Sends quit, waits for QEMU to exit, and checks that it exited
+    /// with 0 and printed nothing (a QEMU from [`Self::start_quiet`]).
+    pub fn quit_quietly(mut self) {
+        let path = self.stderr.clone().expect("a QEMU from start_quiet");
+        self.mgr.send(&json!({"execute": "quit"}));
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        let printed = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        assert!(
+            status.success() && printed.is_empty(),
+            "QEMU exited with {status} and printed:\n{printed}"
+        );
     }
 
     /// Sends quit and waits for QEMU to exit.

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -213,6 +214,42 @@ class QemuQmpClients(unittest.TestCase):
 
         asyncio.run(scenario())
         self.assertEqual(self.qemu.cmd("query-status")["status"], "running")
+
+    def test_async_client_over_tls(self):
+        """qemu.qmp over TLS (Python's ssl) to a monitor added on a
+        listening TCP chardev with tls-creds: the handshake, a command,
+        the disconnect when the manager removes it, and the chardev free
+        again."""
+        certs = os.path.join(self.qemu.dir, "tls")
+        os.mkdir(certs)
+        script = os.path.join(os.path.dirname(__file__), "../common/tls-certs.sh")
+        subprocess.run([script, certs], check=True, timeout=TIMEOUT)
+        self.qemu.cmd("object-add", **{"qom-type": "tls-creds-x509", "id": "tls0",
+                                       "endpoint": "server", "dir": certs,
+                                       "verify-peer": False})
+        self.qemu.cmd("chardev-add", id="t1", backend={"type": "socket", "data": {
+            "addr": {"type": "inet", "data": {"host": "127.0.0.1", "port": "0"}},
+            "server": True, "wait": False, "tls-creds": "tls0"}})
+        self.qemu.cmd("monitor-add", id="t1", chardev="t1")
+        [filename] = [c["filename"] for c in self.qemu.cmd("query-chardev") if c["label"] == "t1"]
+        port = int(filename.split(",")[0].rsplit(":", 1)[1])
+        context = ssl.create_default_context(cafile=os.path.join(certs, "ca-cert.pem"))
+
+        async def scenario():
+            client = QMPClient("t1")
+            await bounded(client.connect(("127.0.0.1", port), ssl=context), "t1's greeting over TLS")
+            self.assertEqual(await bounded(client.execute("query-name"), "t1's query-name"), {})
+            # Removed by the manager (a TLS chardev drops what a removed
+            # monitor had not written yet: no self-removal's reply here)
+            await asyncio.to_thread(self.qemu.cmd, "monitor-remove", id="t1")
+            with self.assertRaises(StateError):
+                await bounded(client.execute("query-name"), "t1's query-name after its removal")
+            with self.assertRaises(EOFError):  # the server closed the line
+                await bounded(client.disconnect(), "t1's disconnect")
+
+        asyncio.run(scenario())
+        self.assertEqual([m["id"] for m in self.qemu.cmd("query-monitors")], ["compat_monitor0"])
+        self.qemu.cmd("chardev-remove", id="t1")
 
     def test_qmp_shell_drives_a_dynamic_monitor(self):
         path = self.qemu.session("s3")
