@@ -144,18 +144,39 @@ fn a_new_client_starts_in_negotiation_mode() {
     assert!(qemu.quit().success());
 }
 
-/// Item 6: with `-qmp stdio`, stdin at EOF ends only the input: events
-/// and replies still reach stdout, as the comment in monitor/qmp.c says
-/// and unpatched QEMU does.
+/// With `-qmp stdio`, stdin at EOF ends only the input: events and
+/// replies still reach stdout, as the comment in monitor/qmp.c says and
+/// unpatched QEMU does.
 #[test]
 fn qmp_on_stdio_keeps_sending_events_after_stdin_ends() {
+    stdio_keeps_its_session(&["-qmp", "stdio"]);
+}
+
+/// The same with the monitor on a mux over stdio: the mux passes the
+/// end of stdin on as CLOSED, and the monitor must look through the mux
+/// to see that only the input ended.  Before the fix the session ended
+/// there, and the STOP event never came.
+#[test]
+fn qmp_on_a_stdio_mux_keeps_sending_events_after_stdin_ends() {
+    stdio_keeps_its_session(&[
+        "-chardev",
+        "stdio,mux=on,id=s",
+        "-mon",
+        "chardev=s,mode=control",
+    ]);
+}
+
+/// A QEMU whose QMP monitor is on stdio (`monitor` are its arguments)
+/// negotiates there, sees stdin end, and must still send the events
+/// that the manager's commands cause to stdout.
+fn stdio_keeps_its_session(monitor: &[&str]) {
     let dir = temp_dir();
     let mgr_path = dir.join("mgr.sock");
     let mut child = KillOnDrop(
         Command::new(bin_dir().join("qemu-system-x86_64"))
-            .args([
-                "-M", "none", "-accel", "qtest", "-display", "none", "-qmp", "stdio", "-qmp",
-            ])
+            .args(["-M", "none", "-accel", "qtest", "-display", "none"])
+            .args(monitor)
+            .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", mgr_path.display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
