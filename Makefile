@@ -111,7 +111,7 @@ stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
 .PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-iotests check-python \
-	check-valgrind check-install check-baseline check-sanitize check-tsan check-matrix check-versions check-series series since bench fuzz \
+	check-valgrind check-install check-baseline check-sanitize check-tsan check-matrix check-versions check-series series since bench fuzz fuzz-input \
 	install uninstall patches-import patches-export clean distclean FORCE
 
 all: build demo
@@ -440,10 +440,17 @@ bench: build
 	  cargo bench --locked --bench monitors)
 
 # The model-based random tester (tests/model.rs) on SEEDS new seeds of
-# 1,000 steps; SANITIZE=1 runs it on the ASan/UBSan build
+# 1,000 steps, or on as many as FUZZ_SECONDS allow; SANITIZE=1 runs it on the
+# ASan/UBSan build.  fuzz-input: the byte-level input fuzzer's long run
+# (tests/input_fuzz.rs) for FUZZ_SECONDS (300).
 fuzz: build
-	$(call stage,fuzz$(if $(SANITIZE), (sanitizers)),$(CARGO_ENV) QMH_FUZZ_SEEDS=$(or $(SEEDS),10) \
+	$(call stage,fuzz$(if $(SANITIZE), (sanitizers)),$(CARGO_ENV) \
+	  $(if $(FUZZ_SECONDS),QMH_FUZZ_SECONDS=$(FUZZ_SECONDS),QMH_FUZZ_SEEDS=$(or $(SEEDS),10)) \
 	  cargo test --locked --release --test model -- --ignored --nocapture model_fuzz)
+
+fuzz-input: build
+	$(call stage,fuzz-input$(if $(SANITIZE), (sanitizers)),$(CARGO_ENV) QMH_FUZZ_SECONDS=$(or $(FUZZ_SECONDS),300) \
+	  cargo test --locked --release --test input_fuzz -- --ignored --nocapture input_fuzz_long)
 
 clean:
 	rm -rf $(QBUILD) $(BIN) $(OUT)/cargo $(STAMPS)/patched

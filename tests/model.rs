@@ -40,7 +40,9 @@
 //!   connection that ends anyway become notes, to look past a known bug; never
 //!   set by the Makefile;
 //! - `QMH_FUZZ_SEEDS=N`, `QMH_FUZZ_BASE=S`: `model_fuzz`'s seeds S..S+N (the
-//!   base defaults to the clock), `QMH_FUZZ_STEPS` their length.
+//!   base defaults to the clock), `QMH_FUZZ_STEPS` their length;
+//!   `QMH_FUZZ_SECONDS=T`: no seed started after T seconds (and, without
+//!   `QMH_FUZZ_SEEDS`, as many seeds as fit).
 
 mod common;
 
@@ -128,11 +130,31 @@ fn run_seed(seed: u64, steps: usize, shrink_budget: Duration) -> Result<String, 
     }
 }
 
-fn run_seeds(what: &str, seeds: &[u64], steps: usize, shrink_budget: Duration) {
-    eprintln!("{what}: seeds {seeds:?}, {steps} steps each (replay one with QMH_SEED=<seed>)");
+/// Runs `seeds` in order, none started after `until` if given.
+fn run_seeds(
+    what: &str,
+    seeds: &[u64],
+    steps: usize,
+    shrink_budget: Duration,
+    until: Option<Instant>,
+) {
+    match (seeds, until) {
+        ([first, ..], Some(_)) => eprintln!(
+            "{what}: seeds from {first} until the time is up, {steps} steps each \
+             (replay one with QMH_SEED=<seed>)"
+        ),
+        _ => eprintln!(
+            "{what}: seeds {seeds:?}, {steps} steps each (replay one with QMH_SEED=<seed>)"
+        ),
+    }
     let t0 = Instant::now();
     let mut found = Vec::new();
+    let mut ran = 0;
     for &seed in seeds {
+        if until.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        ran += 1;
         eprintln!("{what}: seed {seed}");
         match run_seed(seed, steps, shrink_budget) {
             Ok(line) => eprintln!("{what}: {line}"),
@@ -141,7 +163,7 @@ fn run_seeds(what: &str, seeds: &[u64], steps: usize, shrink_budget: Duration) {
     }
     eprintln!(
         "{what}: {} seeds in {:.1} s, {} failed",
-        seeds.len(),
+        ran,
         t0.elapsed().as_secs_f64(),
         found.len()
     );
@@ -157,7 +179,7 @@ fn run_seeds(what: &str, seeds: &[u64], steps: usize, shrink_budget: Duration) {
         panic!(
             "{what}: {} of {} seeds failed: {}\n\n{}",
             found.len(),
-            seeds.len(),
+            ran,
             kinds.join(", "),
             reports.join("\n\n")
         );
@@ -174,20 +196,24 @@ fn model_random_steps() {
         None => (1..=env("QMH_SEEDS").unwrap_or(common::scaled(20) as u64)).collect(),
     };
     let budget = Duration::from_secs(env("QMH_SHRINK_SECS").unwrap_or(15));
-    run_seeds("model_random_steps", &seeds, steps, budget);
+    run_seeds("model_random_steps", &seeds, steps, budget, None);
 }
 
-/// `make fuzz SEEDS=N`: N seeds from a clock-chosen base, longer plans.
+/// `make fuzz SEEDS=N`: N seeds from a clock-chosen base, longer plans;
+/// `make fuzz FUZZ_SECONDS=T`: seeds until T seconds have passed.
 #[test]
 #[ignore]
 fn model_fuzz() {
+    let until = env::<u64>("QMH_FUZZ_SECONDS").map(|t| Instant::now() + Duration::from_secs(t));
     let steps = env("QMH_STEPS")
         .or_else(|| env("QMH_FUZZ_STEPS"))
         .unwrap_or(1000);
     let seeds: Vec<u64> = match env::<u64>("QMH_SEED") {
         Some(s) => vec![s],
         None => {
-            let n: u64 = env("QMH_FUZZ_SEEDS").unwrap_or(10);
+            // with a time limit and no number, as many as fit
+            let n: u64 =
+                env("QMH_FUZZ_SEEDS").unwrap_or(if until.is_some() { 100_000 } else { 10 });
             let base = env("QMH_FUZZ_BASE").unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -197,5 +223,5 @@ fn model_fuzz() {
         }
     };
     let budget = Duration::from_secs(env("QMH_SHRINK_SECS").unwrap_or(120));
-    run_seeds("model_fuzz", &seeds, steps, budget);
+    run_seeds("model_fuzz", &seeds, steps, budget, until);
 }
