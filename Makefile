@@ -50,10 +50,12 @@ SUDO  := $(if $(filter 0,$(shell id -u)),,sudo)
 # gcc-multilib: QEMU's x86 option ROMs (-kernel boot) are 32-bit code;
 # seabios, ipxe-qemu: the firmware of x86's default machines and NICs;
 # cpio: the test guest's initramfs; bindgen: QEMU's own Rust (QEMU_RUST=1);
-# libgnutls28-dev: TLS socket chardevs, openssl: the tests' certificates
+# libgnutls28-dev: TLS socket chardevs, openssl: the tests' certificates;
+# libclang-rt-14-dev: clang's libFuzzer and sanitizer runtimes, for
+# check-fuzz-json (Debian's clang is 14)
 DEB_PACKAGES := ninja-build libglib2.0-dev libpixman-1-dev flex bison \
 	pkg-config libfdt-dev zlib1g-dev dpkg-dev libclang-dev clang \
-	libgnutls28-dev openssl \
+	libclang-rt-14-dev libgnutls28-dev openssl \
 	python3-venv socat valgrind gcc-multilib seabios ipxe-qemu cpio \
 	bindgen $(DOCS_PACKAGES)
 # QEMU's manual (the QMP reference), built by check-series
@@ -111,7 +113,7 @@ stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
 .PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-iotests check-python \
-	check-valgrind check-install check-baseline check-sanitize check-tsan check-matrix check-versions check-series series since bench fuzz fuzz-input \
+	check-fuzz-json check-valgrind check-install check-baseline check-sanitize check-tsan check-matrix check-versions check-series series since bench fuzz fuzz-input \
 	install uninstall patches-import patches-export clean distclean FORCE
 
 all: build demo
@@ -321,8 +323,10 @@ demo: build $(if $(LAB),,guest)
 	    --accel $$($(ACCELS) | cut -d, -f1) $(BIN)/qemu-system-x86_64 $(GUEST) $(DEMO_CLIENTS)))
 
 # Everything: the suite on the default build, on the sanitizer build and
-# on the second QEMU version, the leak check, and the series' own checks.
-check: check-lint check-suite check-iotests check-python check-valgrind check-install check-baseline check-sanitize check-versions check-series
+# on the second QEMU version, the leak check, the series' own checks, and
+# a minute of libFuzzer on QEMU's JSON parser.
+check: check-lint check-suite check-iotests check-python check-valgrind check-install check-baseline check-sanitize check-versions check-series \
+	check-fuzz-json
 	@echo "==> all checks passed"
 
 # The test suite of one variant (version, sanitizers)
@@ -452,8 +456,80 @@ fuzz-input: build
 	$(call stage,fuzz-input$(if $(SANITIZE), (sanitizers)),$(CARGO_ENV) QMH_FUZZ_SECONDS=$(or $(FUZZ_SECONDS),300) \
 	  cargo test --locked --release --test input_fuzz -- --ignored --nocapture input_fuzz_long)
 
+# --- coverage-guided fuzzing of QEMU's JSON parser (libFuzzer) -------------
+# tests/fuzz/qmp-json-fuzz.c feeds its input to a JSONMessageParser as a
+# QMP monitor does, whole, byte by byte and in chunks the input chooses,
+# and takes each result the monitor's way (qmp_dispatch(), the reply
+# written and read back); its comment lists the invariants.  QEMU's JSON
+# path is compiled here with clang, libFuzzer's coverage, ASan and UBSan
+# (every UBSan report fatal); the QObject containers with the sanitizers
+# but no coverage (their loops over 512 hash buckets cost a quarter of
+# the time and guide nothing); what else it calls (util/error.c,
+# cutils.c, qapi-util.c) comes uninstrumented from the build's
+# libqemuutil.a, and tests/fuzz/stubs.c cuts off what only running a
+# command needs.
+#   JSON_FUZZ_SECONDS  how long check-fuzz-json fuzzes (60)
+#   FUZZ_MAX_LEN  the longest input (4096: room for the nesting limit,
+#                 1,024 brackets, and many requests)
+#   FUZZ_ARGS     more libFuzzer options, e.g. -seed=N (a log's "INFO: Seed:")
+#                 to make the same inputs again
+# Each run starts from a fresh copy of tests/fuzz/corpus (what it adds
+# stays in $(FUZZ_DIR)/corpus until the next run); any crash, sanitizer
+# report, leak, broken invariant, input slower than 30 s or RSS beyond
+# 2 GB fails it, and libFuzzer saves the input as $(FUZZ_DIR)/crash-*
+# (leak-*, timeout-*, oom-*): docs/testing.md says how to replay it.
+FUZZ_DIR     := $(OUT)/fuzz
+FUZZ_BIN     := $(FUZZ_DIR)/qmp-json-fuzz
+JSON_FUZZ_SECONDS ?= 60
+FUZZ_MAX_LEN ?= 4096
+FUZZ_ARGS    ?=
+FUZZ_CC      ?= clang
+FUZZ_COVERED := qobject/json-lexer.c qobject/json-streamer.c qobject/json-parser.c \
+	qobject/json-writer.c qobject/qjson.c util/unicode.c qapi/qmp-dispatch.c qapi/qmp-registry.c
+FUZZ_PLAIN   := qobject/qobject.c qobject/qnum.c qobject/qstring.c qobject/qdict.c \
+	qobject/qlist.c qobject/qbool.c qobject/qnull.c
+# QEMU's own flags for its C (meson), less gcc's warnings; clang's
+# -Winitializer-overrides is QEMU's idiom in json-lexer.c's table
+FUZZ_CFLAGS   = -std=gnu11 -g -O1 -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=all \
+	-D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -D_LARGEFILE_SOURCE \
+	-fno-strict-aliasing -fno-common -fwrapv -Wall -Wno-initializer-overrides \
+	-I$(QBUILD) -I$(QBUILD)/qapi -I$(QBUILD)/trace -iquote $(SRC)/include \
+	-iquote $(SRC)/host/include/$(shell uname -m) -iquote $(SRC)/host/include/generic \
+	-iquote $(SRC) -isystem $(SRC)/linux-headers $(shell pkg-config --cflags glib-2.0)
+# leaks are what this target looks for (the Makefile's default is off);
+# GLib's slices straight from malloc, for LeakSanitizer to see them (the
+# target sets it too, for runs by hand, but GLib may have started first)
+FUZZ_ENV := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 G_SLICE=always-malloc
+# $(call fuzz_cc,SOURCES,FLAGS): compile each into obj/, named by its path
+fuzz_cc = for f in $(1); do n=$${f\#$(SRC)/}; n=$${n\#$(CURDIR)/}; \
+	    $(FUZZ_CC) $(FUZZ_CFLAGS) $(2) -c $$f -o $(FUZZ_DIR)/obj/$$(echo $$n | tr / _ | sed 's/\.c$$/.o/') || exit 1; done
+
+# libqemuutil.a is new whenever the QEMU objects or headers it holds are
+$(FUZZ_BIN): tests/fuzz/qmp-json-fuzz.c tests/fuzz/stubs.c $(addprefix $(SRC)/,$(FUZZ_COVERED) $(FUZZ_PLAIN)) \
+		$(QBUILD)/libqemuutil.a $(QBUILD)/config-host.h
+	$(call stage,build $@,\
+	  rm -rf $(FUZZ_DIR)/obj && mkdir -p $(FUZZ_DIR)/obj && \
+	  $(call fuzz_cc,$(addprefix $(SRC)/,$(FUZZ_COVERED)) $(CURDIR)/tests/fuzz/qmp-json-fuzz.c,-fsanitize=fuzzer-no-link) && \
+	  $(call fuzz_cc,$(addprefix $(SRC)/,$(FUZZ_PLAIN)) $(CURDIR)/tests/fuzz/stubs.c,) && \
+	  $(FUZZ_CC) -fsanitize=fuzzer$(comma)address$(comma)undefined $(FUZZ_DIR)/obj/*.o $(QBUILD)/libqemuutil.a \
+	    $$(pkg-config --libs glib-2.0) -lm -pthread -o $@.new && mv -f $@.new $@)
+
+# The binary is made by a second make: its prerequisites are the build's
+check-fuzz-json: build
+	@$(MAKE) --no-print-directory -s $(FUZZ_BIN)
+	$(call stage,fuzz qmp-json $(JSON_FUZZ_SECONDS)s,\
+	  rm -rf $(FUZZ_DIR)/corpus && cp -r tests/fuzz/corpus $(FUZZ_DIR)/corpus && \
+	  { $(FUZZ_ENV) $(FUZZ_BIN) -max_total_time=$(JSON_FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) \
+	      -timeout=30 -rss_limit_mb=2048 -dict=$(CURDIR)/tests/fuzz/qmp-json.dict \
+	      -artifact_prefix=$(FUZZ_DIR)/ -print_final_stats=1 $(FUZZ_ARGS) \
+	      $(FUZZ_DIR)/corpus > $(FUZZ_DIR)/qmp-json-fuzz.log 2>&1; rc=$$?; } && \
+	  if [ $$rc = 0 ]; then grep -E '^INFO: Seed:|DONE|^stat::(number_of_executed_units|peak_rss_mb)' $(FUZZ_DIR)/qmp-json-fuzz.log; \
+	  else tail -60 $(FUZZ_DIR)/qmp-json-fuzz.log; grep 'Test unit written to' $(FUZZ_DIR)/qmp-json-fuzz.log; \
+	    echo "qmp-json-fuzz: exit $$rc (log: $(FUZZ_DIR)/qmp-json-fuzz.log)"; fi; [ $$rc = 0 ])
+
 clean:
-	rm -rf $(QBUILD) $(BIN) $(OUT)/cargo $(STAMPS)/patched
+	rm -rf $(QBUILD) $(BIN) $(OUT)/cargo $(FUZZ_DIR) $(STAMPS)/patched
 
 distclean:
 	rm -rf $(B)
