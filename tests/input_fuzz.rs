@@ -273,8 +273,9 @@ fn run_seed(seed: u64, cfg: &Config, t0: Instant) -> Result<(), Failure> {
     kinds.sort();
     eprintln!(
         "input_fuzz: seed {seed}: {done} rounds in {:.1} s {sessions:?}, {} bytes in {} writes, \
-         {} tagged requests, {} replies ({} errors), parked {} times, slowest round {} \
-         ({:.1} s); RSS every {RSS_EVERY} rounds (kB): {rss:?}; garbage {kinds:?}",
+         {} tagged requests, {} replies ({} errors), parked {} times, {} replies cut at the \
+         end of input, slowest round {} ({:.1} s); RSS every {RSS_EVERY} rounds (kB): {rss:?}; \
+         garbage {kinds:?}",
         started.elapsed().as_secs_f64(),
         stats.bytes,
         stats.writes,
@@ -282,6 +283,7 @@ fn run_seed(seed: u64, cfg: &Config, t0: Instant) -> Result<(), Failure> {
         stats.replies,
         stats.errors,
         stats.parked,
+        stats.cut_at_input_end,
         slowest.1,
         slowest.0.as_secs_f64(),
     );

@@ -12,7 +12,9 @@
 //! four ways: all replies read (`Complete`); closed right after writing
 //! a random prefix, maybe mid-message (`Close`); a random prefix, then
 //! shutdown(SHUT_WR) and everything read up to QEMU's close
-//! (`HalfClose`); or closed during negotiation (`EarlyClose`).  After
+//! (`HalfClose`: QEMU may cut the last reply there, a documented
+//! limitation that is counted, not failed); or closed during
+//! negotiation (`EarlyClose`).  After
 //! every round the manager must answer and QEMU's fds must be those it
 //! had before the first round.
 
@@ -104,6 +106,10 @@ pub struct Stats {
     pub errors: usize,
     pub parked: usize,
     pub kinds: HashMap<&'static str, usize>,
+    /// Half-closed sessions whose last reply QEMU cut at the end of
+    /// input: the documented limitation (docs/contract.md), which
+    /// released QEMU has too.
+    pub cut_at_input_end: usize,
 }
 
 pub struct Fuzzer {
@@ -425,10 +431,13 @@ impl Fuzzer {
                                 check.message(&m).unwrap_or_else(|e| panic!("{e}"));
                             }
                             Incoming::Closed => break,
-                            Incoming::Partial(p) => panic!(
-                                "the connection ended inside a message: {}",
-                                escaped(p.as_bytes(), 300)
-                            ),
+                            // QEMU's socket chardev disconnects at the end
+                            // of input with output still pending: replies
+                            // that came whole were checked above
+                            Incoming::Partial(_) => {
+                                self.stats.cut_at_input_end += 1;
+                                break;
+                            }
                         }
                     }
                     check
