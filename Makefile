@@ -322,11 +322,11 @@ demo: build $(if $(LAB),,guest)
 	  $(CARGO_ENV) cargo run --locked --release -q --example vmspawn_manager -- \
 	    --accel $$($(ACCELS) | cut -d, -f1) $(BIN)/qemu-system-x86_64 $(GUEST) $(DEMO_CLIENTS)))
 
-# Everything: the suite on the default build, on the sanitizer build and
-# on the second QEMU version, the leak check, the series' own checks, and
-# a minute of libFuzzer on QEMU's JSON parser.
-check: check-lint check-suite check-iotests check-python check-valgrind check-install check-baseline check-sanitize check-versions check-series \
-	check-fuzz-json
+# Everything: the suite on the default build, on the ASan/UBSan build,
+# on the TSan build and on the second QEMU version, the leak check, the
+# series' own checks, and a minute of libFuzzer on QEMU's JSON parser.
+check: check-lint check-suite check-iotests check-python check-valgrind check-install check-baseline check-sanitize \
+	check-tsan check-versions check-series check-fuzz-json
 	@echo "==> all checks passed"
 
 # The test suite of one variant (version, sanitizers)
