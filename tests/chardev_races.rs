@@ -16,7 +16,7 @@ use std::{
         fd::OwnedFd,
         unix::net::{UnixListener, UnixStream},
     },
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -192,6 +192,24 @@ fn churn(
     }
 }
 
+/// A QEMU whose socket chardevs log each TLS handshake they move to
+/// another context (trace point `chr_socket_tls_handshake_move`) to
+/// `log`, so that a test can tell that its churn caught handshakes in
+/// flight, not only chardevs before or after one.
+fn start_tls_traced(log: &Path) -> Qemu {
+    let log = log.display().to_string();
+    Qemu::start_quiet(&["-trace", "chr_socket_tls_handshake_move", "-D", &log])
+}
+
+/// How many TLS handshakes the QEMU of [`start_tls_traced`] moved.
+fn moved_handshakes(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("chr_socket_tls_handshake_move"))
+        .count()
+}
+
 /// How a client chardev's server behaves.
 struct Server {
     tls: bool,
@@ -204,7 +222,12 @@ struct Server {
 fn churn_client_socket(test: &str, default_seed: u64, server: Server, waits: Waits) {
     let seed = seed(test, default_seed);
     let mut rng = Rng::new(seed);
-    let mut qemu = Qemu::start_quiet(&[]);
+    let trace = common::temp_dir().join("trace.log");
+    let mut qemu = if server.tls {
+        start_tls_traced(&trace)
+    } else {
+        Qemu::start_quiet(&[])
+    };
     let (listener, peer) = if server.tls {
         qemu.add_tls_creds("tls0", Endpoint::Client);
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -234,6 +257,11 @@ fn churn_client_socket(test: &str, default_seed: u64, server: Server, waits: Wai
     );
     assert!(dropper.stop() > 0, "the chardev never connected");
     qemu.quit_quietly();
+    if server.tls {
+        let moved = moved_handshakes(&trace);
+        assert!(moved > 0, "no removal found a TLS handshake in flight");
+        eprintln!("{test}: {moved} TLS handshakes moved");
+    }
 }
 
 /// A client socket with reconnect-ms whose server drops every
@@ -337,14 +365,42 @@ fn listening_port(qemu: &mut Qemu, id: &str) -> u16 {
 
 /// A listening TLS socket whose clients connect and, at random, leave
 /// at once, send part of a TLS client hello, send garbage, or stay:
-/// the removal finds the chardev listening, or in a TLS handshake with
-/// one of them, which it must move to the main loop with the rest.
+/// monitor-add and the removal find the chardev listening, or in a TLS
+/// handshake with one of them, which they must move into the I/O thread
+/// and back to the main loop with the rest.  The trace must show that
+/// handshakes were moved.
 #[test]
 fn a_listening_tls_socket_with_clients_in_handshake_is_removed_cleanly() {
-    let mut rng = Rng::new(seed("listening tls socket", 30));
-    let mut qemu = Qemu::start_quiet(&[]);
+    let seed = seed("listening tls socket", 30);
+    let mut rng = Rng::new(seed);
+    let trace = common::temp_dir().join("trace.log");
+    let mut qemu = start_tls_traced(&trace);
     qemu.add_tls_creds("tls0", Endpoint::Server);
     let held = std::cell::RefCell::new(Vec::new());
+    // a client now and then before monitor-add, whose handshake the
+    // monitor then moves into the I/O thread; the others after it
+    let early = std::cell::RefCell::new(Rng::new(seed ^ 1));
+    let client = |q: &mut Qemu, chr: &str, rng: &mut Rng| {
+        if rng.chance(1, 2) {
+            held.borrow_mut().clear();
+        }
+        if rng.chance(3, 4) {
+            let port = listening_port(q, chr);
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            // a TLS 1.2 record header of a client hello, then less
+            // than the length it announces
+            let hello: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c];
+            match rng.below(3) {
+                // the chardev may have dropped it already
+                0 => drop(conn.write_all(hello)),
+                1 => drop(conn.write_all(b"{\"execute\": \"qmp_capabilities\"}\n")),
+                _ => {}
+            }
+            if rng.chance(1, 2) {
+                held.borrow_mut().push(conn);
+            }
+        }
+    };
     churn(
         &mut qemu,
         &mut rng,
@@ -357,30 +413,22 @@ fn a_listening_tls_socket_with_clients_in_handshake_is_removed_cleanly() {
                 "chardev-add",
                 json!({"id": chr, "backend": {"type": "socket", "data": data}}),
             );
-        },
-        |q, chr, rng| {
-            if rng.chance(1, 2) {
-                held.borrow_mut().clear();
-            }
-            if rng.chance(3, 4) {
-                let port = listening_port(q, chr);
-                let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-                // a TLS 1.2 record header of a client hello, then less
-                // than the length it announces
-                let hello: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c];
-                match rng.below(3) {
-                    // the chardev may have dropped it already
-                    0 => drop(conn.write_all(hello)),
-                    1 => drop(conn.write_all(b"{\"execute\": \"qmp_capabilities\"}\n")),
-                    _ => {}
-                }
-                if rng.chance(1, 2) {
-                    held.borrow_mut().push(conn);
-                }
+            let mut rng = early.borrow_mut();
+            if rng.chance(1, 3) {
+                client(q, chr, &mut rng);
+                // the chardev accepts it in the main loop meanwhile
+                thread::sleep(Duration::from_micros(rng.below(2000) as u64));
             }
         },
+        |q, chr, rng| client(q, chr, rng),
     );
     qemu.quit_quietly();
+    let moved = moved_handshakes(&trace);
+    assert!(
+        moved > 0,
+        "no monitor-add or removal found a TLS handshake in flight"
+    );
+    eprintln!("listening tls socket: {moved} TLS handshakes moved");
 }
 
 /// A socketpair passed with getfd, as systemd-vmspawn does; the client
