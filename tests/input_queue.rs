@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! The request queue of a QMP monitor against input whose one byte
-//! completes two requests (qemu-patches 0002), on a command-line
+//! completes two requests (qemu-patches 0003), on a command-line
 //! monitor, so that the test also runs on unpatched QEMU, which has the
 //! bug (`QMH_BASELINE=1`, see `common::expect_bug`).
 
