@@ -10,9 +10,9 @@
 #                   the default for SANITIZE=1, TSAN=1 and other QEMU versions
 #   BASELINE=1      QEMU without qemu-patches, for benchmarks (build/baseline/)
 #   QEMU_SRC=/path  patch and build an existing QEMU tree instead of fetching
-#   QEMU_RUST=1     QEMU's own Rust enabled too (.../qemu-rust/); its crates'
-#                   meson files (subprojects/packagefiles) are in QEMU's
-#                   release tarball, not in Debian's source: use QEMU_SRC=
+#   QEMU_RUST=1     QEMU's own Rust enabled too (.../qemu-rust/); its crates
+#                   are fetched with the source and their meson files,
+#                   which Debian's source drops, written (meson-glue/qemu-rust/)
 #
 # Install: make install [PREFIX=/usr/local] [DESTDIR=...], make uninstall.
 # The series as git commits: make patches-import, make patches-export
@@ -70,6 +70,7 @@ LAB ?= $(if $(or $(SANITIZE),$(TSAN),$(filter-out $(DEFAULT_VERSION),$(QEMU_VERS
 FIRMWARE_PATH := /usr/share/seabios:/usr/lib/ipxe/qemu:$(QBUILD)/pc-bios/optionrom
 CONFIGURE_FLAGS := --target-list=x86_64-softmmu --without-default-features \
 	--disable-docs --enable-kvm --enable-gnutls --disable-install-blobs $(if $(QEMU_RUST),--enable-rust,--disable-rust) --enable-tools \
+	$(if $(QEMU_RUST),--disable-download $(if $(LAB),--with-devices-x86_64=qmh-rust-lab)) \
 	$(if $(LAB),--without-default-devices --disable-tcg,--enable-tcg --firmwarepath=$(FIRMWARE_PATH)) \
 	$(if $(SANITIZE),--enable-asan --enable-ubsan) \
 	$(if $(TSAN),--enable-tsan --disable-werror)
@@ -113,7 +114,7 @@ stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
 .PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-iotests check-python \
-	check-fuzz-json check-valgrind check-install check-baseline check-sanitize check-tsan check-matrix check-versions check-series series since bench fuzz fuzz-input \
+	check-fuzz-json check-valgrind check-install check-baseline check-qemu-rust check-sanitize check-tsan check-matrix check-versions check-series series since bench fuzz fuzz-input \
 	install uninstall patches-import patches-export clean distclean FORCE
 
 all: build demo
@@ -158,6 +159,22 @@ $(STAMPS)/fetched: $(B)/stamps/deps
 	@test -f $(SRC)/monitor/monitor.c || { echo "QEMU_SRC=$(SRC) is not a QEMU tree"; exit 1; }
 	@mkdir -p $(STAMPS) && touch $@
 endif
+
+# QEMU's own Rust (QEMU_RUST=1) builds the crates QEMU's
+# subprojects/*-rs.wrap name; Debian's source has the wraps but not the
+# meson file meson lays over each crate (subprojects/packagefiles/).
+# meson-glue/qemu-rust/crates.py fetches the crates with cargo (QEMU's
+# rust/Cargo.lock pins the wraps' versions), puts them where meson looks
+# for a wrap's download (subprojects/packagecache, hash-checked) and
+# writes the meson files from cargo's view of each crate.  configure runs
+# with --disable-download: from here on nothing is downloaded.  The lab
+# build gets the HPET (meson-glue/qemu-rust/lab-devices.mak), whose Rust
+# implementation puts QEMU's Rust into qemu-system-x86_64.
+$(STAMPS)/crates: $(STAMPS)/fetched $(CURDIR)/meson-glue/qemu-rust/crates.py | $(B)/stamps/deps
+	$(call stage,QEMU's crates,\
+	  $(PY) $(CURDIR)/meson-glue/qemu-rust/crates.py $(SRC) && \
+	  ln -sfn $(CURDIR)/meson-glue/qemu-rust/lab-devices.mak $(SRC)/configs/devices/x86_64-softmmu/qmh-rust-lab.mak && \
+	  touch $@)
 
 # --- 3. patches: a changed series is taken off again and re-applied --------
 # A tree made a git tree by patches-import is left alone: its commits are
@@ -217,7 +234,7 @@ ifneq ($(shell cat $(QBUILD)/qmh-config 2>/dev/null),$(QMH_CONFIG))
 .PHONY: $(QBUILD)/build.ninja
 endif
 endif
-$(QBUILD)/build.ninja: | $(STAMPS)/patched
+$(QBUILD)/build.ninja: | $(STAMPS)/patched $(if $(QEMU_RUST),$(STAMPS)/crates)
 	$(call stage,configure$(if $(SANITIZE), (sanitizers))$(if $(TSAN), (tsan))$(if $(LAB), (lab)),\
 	  rm -rf $(QBUILD) && mkdir -p $(QBUILD) && cd $(QBUILD) && \
 	  $(SRC)/configure --python=$(PY) $(CONFIGURE_FLAGS) > configure.log 2>&1 && \
@@ -225,7 +242,7 @@ $(QBUILD)/build.ninja: | $(STAMPS)/patched
 
 # ninja decides what is stale: C files touched by a patch, or the crate
 # (its depfile lists the Rust sources, shim and manifest).
-$(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched $(B)/stamps/cargo-fetch FORCE
+$(BIN)/.built: $(QBUILD)/build.ninja $(STAMPS)/patched $(if $(QEMU_RUST),$(STAMPS)/crates) $(B)/stamps/cargo-fetch FORCE
 	@if ninja -C $(QBUILD) -n $(BINARIES) | grep -q '^\['; then \
 	  t0=$$(date +%s); echo "==> build $(QBUILD)"; \
 	  ninja -C $(QBUILD) $(BINARIES) || exit 1; \
@@ -323,10 +340,11 @@ demo: build $(if $(LAB),,guest)
 	    --accel $$($(ACCELS) | cut -d, -f1) $(BIN)/qemu-system-x86_64 $(GUEST) $(DEMO_CLIENTS)))
 
 # Everything: the suite on the default build, on the ASan/UBSan build,
-# on the TSan build and on the second QEMU version, the leak check, the
-# series' own checks, and a minute of libFuzzer on QEMU's JSON parser.
-check: check-lint check-suite check-iotests check-python check-valgrind check-install check-baseline check-sanitize \
-	check-tsan check-versions check-series check-fuzz-json
+# on the TSan build and on the second QEMU version, the leak check, QEMU's
+# own Rust beside the crate, the series' own checks, and a minute of
+# libFuzzer on QEMU's JSON parser.
+check: check-lint check-suite check-iotests check-python check-valgrind check-install check-baseline check-qemu-rust \
+	check-sanitize check-tsan check-versions check-series check-fuzz-json
 	@echo "==> all checks passed"
 
 # The test suite of one variant (version, sanitizers)
@@ -385,6 +403,20 @@ check-valgrind: build
 	$(call stage,valgrind check-qjson,ninja -C $(QBUILD) tests/unit/check-qjson >/dev/null && \
 	  valgrind -q --leak-check=full --show-leak-kinds=definite$(comma)indirect --errors-for-leak-kinds=definite$(comma)indirect --error-exitcode=1 \
 	    $(QBUILD)/tests/unit/check-qjson >/dev/null)
+
+# QEMU's own Rust from Debian's source: the lab build configured with
+# --enable-rust (QEMU_RUST=1 LAB=1, build/qemu-rust/), then
+# tests/qemu-rust/check.py on its qemu-system-x86_64: QEMU's Rust HPET
+# linked in beside the crate, each with its own std, and the crate's
+# commands working: about 3 minutes on 2 cores, nearly all of it the
+# build.  make QEMU_RUST=1 LAB=1 check-suite runs the whole suite there.
+ifeq ($(QEMU_RUST),)
+check-qemu-rust:
+	@$(MAKE) --no-print-directory QEMU_RUST=1 LAB=1 check-qemu-rust
+else
+check-qemu-rust: build
+	$(call stage,QEMU's Rust beside the crate,$(PY) $(CURDIR)/tests/qemu-rust/check.py $(BIN))
+endif
 
 # The sanitizer and second-version legs run the heavy tests at a quarter
 # of their size (tests/common/scale.rs): every path, fewer times.

@@ -79,6 +79,10 @@ import)
         # the project's symlinks are not QEMU's
         rm -f "$src/monitor/hotplug" "$src/tests/qtest/monitor-hotplug-test.c"
         git_ init -q -b series
+        # nor is what make QEMU_RUST=1 puts there (meson-glue/qemu-rust/crates.py)
+        { echo /configs/devices/x86_64-softmmu/qmh-rust-lab.mak
+          [ ! -f "$src/subprojects/packagefiles/.written-by-qemu-monitor-hotplug" ] ||
+              echo /subprojects/packagefiles/; } >> "$src/.git/info/exclude"
         git_ add -A >/dev/null
         git_ commit -q -m "QEMU $version"
         git_ tag -f base >/dev/null

@@ -85,6 +85,7 @@ impl Proc {
             child,
             dir,
             mgr: Qmp::from_fd(dup),
+            stderr: None,
         };
         Proc { q, mgr }
     }

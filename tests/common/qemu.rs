@@ -63,7 +63,7 @@ pub struct Qemu {
     pub mgr: Qmp,
     /// Where QEMU's stderr goes, if not to the test's: see
     /// [`Qemu::start_quiet`].
-    stderr: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
