@@ -186,8 +186,12 @@ $(STAMPS)/crates: $(STAMPS)/fetched $(CURDIR)/meson-glue/qemu-rust/crates.py | $
 # the series (they must be what qemu-patches/ holds; patches-export and
 # patches-import bring the two together).
 SERIES_GIT := $(wildcard $(SRC)/.git/qmh-series)
+# The names of the patches to apply, rewritten only when they change, so
+# that a patch left out for a version (or removed) applies the series anew
+$(STAMPS)/patch-list: FORCE
+	@mkdir -p $(@D) && echo '$(notdir $(PATCHES))' | cmp -s - $@ || echo '$(notdir $(PATCHES))' > $@
 ifneq ($(SERIES_GIT),)
-$(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
+$(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES) $(STAMPS)/patch-list
 	@tmp=$$(mktemp -d) && $(CURDIR)/qemu-patches/series.sh export $(SRC) $$tmp && \
 	  same=yes; [ "$$(ls $$tmp)" = "$$(cd qemu-patches && ls 0*.patch)" ] || same=; \
 	  for p in $(PATCHES); do cmp -s $$p $$tmp/$$(basename $$p) || same=; done; rm -rf $$tmp; \
@@ -197,7 +201,7 @@ $(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
 	@ln -sfn $(CURDIR)/meson-glue $(SRC)/monitor/hotplug && \
 	  ln -sfn $(CURDIR)/tests/qtest/monitor-hotplug-test.c $(SRC)/tests/qtest/ && touch $@
 else
-$(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES)
+$(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES) $(STAMPS)/patch-list
 	$(call stage,patch,\
 	  if [ -d $(STAMPS)/applied ]; then \
 	    for p in $$(ls $(STAMPS)/applied | sort -r); do \
@@ -431,7 +435,8 @@ check-sanitize:
 # ThreadSanitizer on the lab build (build/tsan/): the integration tests
 # that drive threads against each other, sized for TSan's slowdown (5 to
 # 15 times) with the variables the tests read: a quarter, as on the ASan
-# leg, also of the chardev churn, which the ASan leg runs whole; 20
+# leg, also of the chardev churn, which the ASan leg runs whole; the
+# model's seeds 1 and 2 (the other legs and make fuzz run it long); 20
 # flood-and-remove rounds (1.5 s each here) and 1,000 greeting
 # connections.  TSan needs no lucky interleaving: two accesses
 # without a happens-before edge within its history are a report.  A
@@ -439,7 +444,7 @@ check-sanitize:
 # file left in TSAN_LOGS fails the run and is printed.  (QMH_SCALE
 # below 11 is too small for stress.rs: its rounds must pass WARMUP.)
 TSAN_TESTS := sessions removal chardev_races stress model
-TSAN_SIZES := QMH_SCALE=25 QMH_FLOOD_ROUNDS=20 QMH_GREETING_CONNECTS=1000 QMH_CHARDEV_ROUNDS=250
+TSAN_SIZES := QMH_SCALE=25 QMH_SEEDS=2 QMH_FLOOD_ROUNDS=20 QMH_GREETING_CONNECTS=1000 QMH_CHARDEV_ROUNDS=250
 ifeq ($(TSAN),)
 check-tsan:
 	@$(MAKE) --no-print-directory TSAN=1 check-tsan
