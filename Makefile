@@ -205,7 +205,7 @@ $(STAMPS)/patched: $(STAMPS)/fetched $(PATCHES) $(STAMPS)/patch-list
 	$(call stage,patch,\
 	  if [ -d $(STAMPS)/applied ]; then \
 	    for p in $$(ls $(STAMPS)/applied | sort -r); do \
-	      patch -d $(SRC) -p1 -R -s --batch --no-backup-if-mismatch < $(STAMPS)/applied/$$p || \
+	      patch -d $(SRC) -p1 -R -s --batch --no-backup-if-mismatch $(PATCH_FUZZ) < $(STAMPS)/applied/$$p || \
 	        { echo "cannot take $$p off $(SRC)"; exit 1; }; done; fi; \
 	  rm -rf $(STAMPS)/applied && mkdir -p $(STAMPS)/applied && \
 	  for p in $(PATCHES); do \
