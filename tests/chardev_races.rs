@@ -347,15 +347,7 @@ fn a_listening_socket_with_clients_coming_and_going_is_removed_cleanly() {
 /// The TCP port of listening chardev `id`, from its query-chardev
 /// filename ("disconnected:tcp:127.0.0.1:PORT,server=on").
 fn listening_port(qemu: &mut Qemu, id: &str) -> u16 {
-    let list = qemu.mgr.ok("query-chardev", json!({}));
-    let filename = list
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|c| c["label"] == id)
-        .and_then(|c| c["filename"].as_str())
-        .unwrap_or_else(|| panic!("no chardev {id} in {list}"))
-        .to_owned();
+    let filename = qemu.chardev_filename(id);
     let port = filename
         .split(&[':', ','][..])
         .nth(3)
@@ -478,14 +470,7 @@ fn query_chardev_while_clients_connect() {
     let deadline = Instant::now() + Duration::from_secs(8);
     let mut queries = 0;
     while Instant::now() < deadline {
-        let list = qemu.mgr.ok("query-chardev", json!({}));
-        let cli = list
-            .as_array()
-            .expect("list")
-            .iter()
-            .find(|c| c["label"] == "cli")
-            .unwrap_or_else(|| panic!("no chardev cli in {list}"));
-        let filename = cli["filename"].as_str().expect("filename");
+        let filename = qemu.chardev_filename("cli");
         assert!(
             filename.contains("cli.sock"),
             "filename {filename:?} of query {queries}"

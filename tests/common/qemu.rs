@@ -307,6 +307,18 @@ impl Qemu {
         v
     }
 
+    /// The query-chardev filename of chardev `id`.
+    pub fn chardev_filename(&mut self, id: &str) -> String {
+        let list = self.mgr.ok("query-chardev", json!({}));
+        list.as_array()
+            .expect("list")
+            .iter()
+            .find(|c| c["label"] == id)
+            .and_then(|c| c["filename"].as_str())
+            .unwrap_or_else(|| panic!("no chardev {id} with a filename in {list}"))
+            .to_owned()
+    }
+
     /// QEMU's open fds: (number, link target, e.g. "pipe:[123]"), in
     /// order.  Compared as a whole, not by count: an fd closed and
     /// another leaked leave the count as it was, not the set.
