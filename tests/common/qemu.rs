@@ -195,7 +195,10 @@ impl Qemu {
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         // A QEMU that never answers is killed, not left behind.
         let mgr = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut mgr = Qmp::connect(sock);
+            let mut mgr = Qmp::connect_while(sock, || match child.try_wait() {
+                Ok(Some(status)) => Err(format!("{bin} exited at start-up ({status})")),
+                _ => Ok(()),
+            });
             mgr.handshake(&[]);
             mgr
         }));

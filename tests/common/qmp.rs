@@ -214,17 +214,29 @@ impl Qmp {
     }
 
     pub fn connect(path: &Path) -> Self {
+        Self::connect_while(path, || Ok(()))
+    }
+
+    /// `connect`, giving up at once when `alive` says the server is
+    /// gone (a QEMU that died at start-up leaves no socket to wait for).
+    pub fn connect_while(path: &Path, mut alive: impl FnMut() -> Result<(), String>) -> Self {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             match connect_unix(path) {
                 Ok(s) => return Self::from_fd(s.into()),
-                Err(e) if Instant::now() > deadline => {
+                Err(e) => {
+                    if let Err(why) = alive() {
+                        panic!("cannot connect to {}: {why}", path.display());
+                    }
+                    if Instant::now() <= deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
                     panic!(
                         "timed out after {IO_TIMEOUT:?} connecting to {}: {e}",
                         path.display()
                     )
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
     }
