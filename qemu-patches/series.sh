@@ -200,9 +200,10 @@ check)
     echo "series: checkpatch.pl is clean on every patch"
     series_build() {
         git_ checkout -q "$1"
-        echo "series: building $(git_ log -1 --format=%s)"
+        t0=$(date +%s)
         ninja -C "$work/qemu" qemu-system-x86_64 storage-daemon/qemu-storage-daemon > "$work/build.log" 2>&1 ||
             { tail -30 "$work/build.log"; echo "series: does not build: $(git_ log -1 --format=%s)"; exit 1; }
+        echo "series: built in $(($(date +%s) - t0)) s: $(git_ log -1 --format=%s)"
     }
     # every prefix builds: configure once on the base, then build each commit
     # (the docs need Sphinx: Debian's, through the venv on Debian's
