@@ -49,6 +49,13 @@ enum Listener {
 }
 
 impl Listener {
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        match self {
+            Listener::Unix(l) => l.set_nonblocking(true),
+            Listener::Tcp(l) => l.set_nonblocking(true),
+        }
+    }
+
     fn accept(&self) -> std::io::Result<OwnedFd> {
         match self {
             Listener::Unix(l) => l.accept().map(|(c, _)| c.into()),
@@ -68,11 +75,7 @@ struct DroppingServer {
 
 impl DroppingServer {
     fn start(listener: Listener, hold: Duration, seed: u64) -> Self {
-        match &listener {
-            Listener::Unix(l) => l.set_nonblocking(true),
-            Listener::Tcp(l) => l.set_nonblocking(true),
-        }
-        .expect("nonblocking");
+        listener.set_nonblocking().expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = thread::spawn(move || {

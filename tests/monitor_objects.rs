@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{bin_dir, socketpair, wait_timeout, wait_until, Qemu, Qmp};
+use common::{bin_dir, printed_by_qemu, socketpair, wait_timeout, wait_until, Qemu, Qmp};
 use serde_json::{json, Value};
 
 /// Runs the system emulator with `args` and returns its stdout.
@@ -25,16 +25,6 @@ fn run(args: &[&str]) -> String {
         .expect("qemu-system-x86_64");
     assert!(out.status.success(), "{args:?}: {out:?}");
     String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-/// What QEMU wrote to stderr, without the notes the sanitizer build's
-/// ASan adds of its own ("==PID==...").
-fn qemu_stderr(stderr: &[u8]) -> String {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter(|l| !l.starts_with("=="))
-        .map(|l| format!("{l}\n"))
-        .collect()
 }
 
 #[test]
@@ -378,7 +368,7 @@ fn mon_gives_no_deprecation_warning() {
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#""id": "cli""#), "{stdout}");
-    let stderr = qemu_stderr(&out.stderr);
+    let stderr = printed_by_qemu(&out.stderr);
     assert!(stderr.is_empty(), "{stderr:?}");
 }
 
@@ -602,7 +592,7 @@ fn generated_ids_skip_object_names() {
         .expect("qemu-system-x86_64");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        qemu_stderr(&out.stderr),
+        printed_by_qemu(&out.stderr),
         "qemu-system-x86_64: -monitor null: An object with id 'compat_monitor0' already exists\n"
     );
 }
@@ -638,7 +628,7 @@ fn monitor_hmp_has_readline_and_no_pretty() {
         .expect("qemu-system-x86_64");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        qemu_stderr(&out.stderr),
+        printed_by_qemu(&out.stderr),
         "qemu-system-x86_64: -object monitor-hmp,id=h1,chardev=c1,pretty=off: Invalid \
          parameter 'pretty'\n"
     );

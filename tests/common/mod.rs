@@ -26,8 +26,8 @@ mod watchdog;
 pub use fd::{open_pty, owned, socketpair};
 pub use guest::{accels, guest_dir, Console, Guest, BOOT_LIMIT, GUEST_LIMIT};
 pub use qemu::{
-    bin_dir, expect_bug, fd_chardev, kill_if_running, on_baseline, socket_chardev, temp_dir,
-    KillOnDrop, Qemu,
+    bin_dir, expect_bug, fd_chardev, kill_if_running, on_baseline, printed_by_qemu, socket_chardev,
+    temp_dir, KillOnDrop, Qemu,
 };
 pub use qmp::{send_fd, Incoming, Qmp, IO_TIMEOUT};
 pub use rng::{seed, Rng};

@@ -385,16 +385,8 @@ impl Qemu {
     /// with 0 and printed nothing (a QEMU from [`Self::start_quiet`]).
     pub fn quit_quietly(mut self) {
         let path = self.stderr.clone().expect("a QEMU from start_quiet");
-        self.mgr.send(&json!({"execute": "quit"}));
-        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
-        // ASan's note at start-up that coroutines may confuse it is
-        // not QEMU's: a report it makes aborts QEMU instead
-        let printed: String = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.contains("WARNING: ASan doesn't fully support makecontext/swapcontext"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let status = self.send_quit();
+        let printed = printed_by_qemu(&std::fs::read(&path).unwrap_or_default());
         let _ = std::fs::remove_dir_all(&self.dir);
         assert!(
             status.success() && printed.is_empty(),
@@ -404,11 +396,26 @@ impl Qemu {
 
     /// Sends quit and waits for QEMU to exit.
     pub fn quit(mut self) -> ExitStatus {
-        self.mgr.send(&json!({"execute": "quit"}));
-        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        let status = self.send_quit();
         let _ = std::fs::remove_dir_all(&self.dir);
         status
     }
+
+    fn send_quit(&mut self) -> ExitStatus {
+        self.mgr.send(&json!({"execute": "quit"}));
+        wait_timeout(&mut self.child, Duration::from_secs(60))
+    }
+}
+
+/// What QEMU wrote to stderr, less the ASan build's note at start-up
+/// that coroutines may confuse it: not QEMU's words, and a report ASan
+/// makes aborts QEMU instead.
+pub fn printed_by_qemu(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| !l.contains("WARNING: ASan doesn't fully support makecontext/swapcontext"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 impl Drop for Qemu {
