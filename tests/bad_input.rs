@@ -5,7 +5,7 @@
 //! up with the same fds.
 //!
 //! Expected texts: the crate's own (src/errors.rs), the id checks'
-//! (monitor_check_new_id(), patch 0011, shared with `-mon` and
+//! (monitor_check_new_id(), patch 0013, shared with `-mon` and
 //! `-object`; both cut names as `shown` below does) and those of QEMU's
 //! QAPI/QMP layers, pinned from real output.
 //! The QAPI visitor checks members in schema order (id, chardev, pretty,

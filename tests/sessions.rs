@@ -60,7 +60,7 @@ fn skip_to(
 
 /// A client sends slow requests and leaves without reading; the
 /// next client of the same monitor gets its greeting and then only
-/// replies to its own requests.  Before qemu-patches 0015 it got a
+/// replies to its own requests.  Before qemu-patches 0017 it got a
 /// reply to a request it never sent (or the rest of one) in 39 of 40
 /// rounds, and unpatched QEMU does it too: there (`QMH_BASELINE=1`) the
 /// test must see that, and did in each of 20 runs, in 3 to 23 of the

@@ -743,7 +743,7 @@ const TOGGLE_BATCH: usize = 20;
 /// the main loop after the chardev had switched to the next client and
 /// before its greeting (unpatched QEMU too); now an I/O thread
 /// monitor's output is written in the I/O thread only, in order with
-/// the switch (qemu-patches 0016).
+/// the switch (qemu-patches 0018).
 ///
 /// The monitors come from the command line (`-mon`), so that the same
 /// test runs on unpatched QEMU: with `QMH_BASELINE=1` it must see the

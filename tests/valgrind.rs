@@ -145,7 +145,7 @@ fn churn_leaks_nothing() {
                     .expect("getfd reply");
                 drop((keep, give));
                 // and with a batch being read: what is still unparsed
-                // goes with the monitor (qemu-patches 0020)
+                // goes with the monitor (qemu-patches 0022)
                 client.send_raw(&batch(BATCH));
                 mgr.ok(remove.0, remove.1);
                 while client.recv_reply().is_some() {}

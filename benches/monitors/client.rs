@@ -122,7 +122,7 @@ impl Raw {
 
     /// Greeting, qmp_capabilities.  Events before the greeting are
     /// skipped: unpatched QEMU sends one there now and then (the race
-    /// qemu-patches 0015 and 0016 fix); the tests check the order, the
+    /// qemu-patches 0017 and 0018 fix); the tests check the order, the
     /// benchmarks only time.
     pub fn handshake(&mut self) {
         let g = self.reply();

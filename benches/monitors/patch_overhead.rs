@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! 2. Patch effect: patched vs unpatched QEMU, same monitor
 //!
-//! Patch 0020 reads QMP input in chunks, so the round trip is meant to
+//! Patch 0022 reads QMP input in chunks, so the round trip is meant to
 //! shrink.
 
 use crate::{
