@@ -195,9 +195,13 @@ check)
         if ! git_ format-patch -1 --stdout "$c" | perl "$src/scripts/checkpatch.pl" -q - >&2; then
             echo "series: checkpatch.pl complains about: $subject" >&2; fail=1
         fi
+        # QEMU takes a patch whose author signed it off
+        if ! git_ log -1 --format=%B "$c" | grep -qxF "Signed-off-by: $(git_ log -1 --format='%an <%ae>' "$c")"; then
+            echo "series: its author did not sign off: $subject" >&2; fail=1
+        fi
     done
     [ $fail = 0 ] || exit 1
-    echo "series: checkpatch.pl is clean on every patch"
+    echo "series: checkpatch.pl is clean on every patch, and every author signed it off"
     series_build() {
         git_ checkout -q "$1"
         t0=$(date +%s)
