@@ -118,7 +118,7 @@ apt_install = missing=$$(for p in $(1); do \
 stage = @t0=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
 	echo "==> $(1): $$(( $$(date +%s) - t0 ))s"; exit $$rc
 
-.PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-iotests check-python \
+.PHONY: all build guest demo check check-lint check-suite check-cargo check-qtest check-unit check-iotests check-python \
 	check-fuzz-json check-valgrind check-install check-baseline check-qemu-rust check-sanitize check-tsan check-matrix check-versions check-series series since bench fuzz fuzz-input \
 	install uninstall patches-import patches-export clean distclean FORCE
 
@@ -357,7 +357,7 @@ check: check-lint check-suite check-iotests check-python check-valgrind check-in
 	@echo "==> all checks passed"
 
 # The test suite of one variant (version, sanitizers)
-check-suite: build check-cargo check-qtest
+check-suite: build check-cargo check-qtest check-unit
 
 # rustfmt with QEMU's settings (.rustfmt.toml), and clippy on the crate,
 # the tests, the benchmarks and the example
@@ -375,6 +375,16 @@ check-qtest: build
 	$(call stage,qtest$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\
 	  $(VENV)/bin/meson test -C $(QBUILD) --print-errorlogs \
 	    $(addprefix qtest-x86_64/,$(QTESTS)))
+
+# QEMU's unit tests of what the series changes: the JSON parser and
+# QObjects, chardevs, socket and TLS channels, QMP commands and events,
+# QOM properties, yank (meson builds the ones not built yet)
+UNIT_TESTS := check-qjson check-qobject check-qdict check-qlist check-qnum check-qstring \
+	test-char test-io-channel-socket test-io-channel-tls test-util-sockets \
+	test-qmp-cmds test-qmp-event check-qom-proplist check-qom-interface test-yank
+check-unit: build
+	$(call stage,unit tests$(if $(SANITIZE), (sanitizers)) $(QEMU_VERSION),\
+	  $(VENV)/bin/meson test -C $(QBUILD) --print-errorlogs $(UNIT_TESTS))
 
 # QEMU's iotests through its own check script, on the product build:
 # the series' test of dynamic monitors and block jobs, and QMP-heavy
