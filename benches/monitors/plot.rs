@@ -10,8 +10,7 @@ use plotters::{
 };
 
 use crate::{
-    report::{fmt_time, Report, Sample},
-    scale::ScalePoint,
+    report::{fmt_time, Report, Sample, ScalePoint},
     stats::{median, quantile_sorted, sorted},
 };
 

@@ -4,10 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{
-    scale::ScalePoint,
-    stats::{median, median_ci, ratio_ci},
-};
+use crate::stats::{median, median_ci, ratio_ci};
 
 struct Row {
     id: String,
@@ -29,6 +26,19 @@ pub struct Report {
     pub groups: Vec<(String, Vec<Sample>)>,
     pub scale: Vec<ScalePoint>,
     pub notes: Vec<String>,
+}
+
+/// Figures of the scale test for one N.  Index 0: dynamic monitors
+/// (patched), 1: command-line monitors (patched), 2: command-line monitors
+/// (unpatched, when the baseline binary is there).
+pub struct ScalePoint {
+    pub n: usize,
+    pub base_kib: u64,
+    pub rss_kib: Vec<u64>,
+    pub event: Vec<Vec<f64>>,
+    pub query: Vec<Vec<f64>>,
+    pub name: Vec<Vec<f64>>,
+    pub setup_s: Vec<f64>,
 }
 
 /// "yes" when the whole interval is within the target, "yes, within

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::{
     client::Raw,
     qemu::{baseline_bin, cli_socket_monitor, patched_bin, Proc},
-    report::{verdict, Report},
+    report::{verdict, Report, ScalePoint},
     stats::{interleave, interleave_timed, median, us},
     Reps,
 };
@@ -327,17 +327,4 @@ fn scale_rows(report: &mut Report) {
         ));
     }
     report.scale = points;
-}
-
-/// Figures of the scale test for one N.  Index 0: dynamic monitors
-/// (patched), 1: command-line monitors (patched), 2: command-line monitors
-/// (unpatched, when the baseline binary is there).
-pub struct ScalePoint {
-    pub n: usize,
-    pub base_kib: u64,
-    pub rss_kib: Vec<u64>,
-    pub event: Vec<Vec<f64>>,
-    pub query: Vec<Vec<f64>>,
-    pub name: Vec<Vec<f64>>,
-    pub setup_s: Vec<f64>,
 }
