@@ -104,9 +104,14 @@ TSAN_LOGS := $(OUT)/tsan-reports
 export TSAN_OPTIONS := halt_on_error=1:exitcode=66:detect_deadlocks=0:history_size=7:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan/suppressions.tsan:log_path=$(TSAN_LOGS)/report
 endif
 
-# cargo and build.rs outside of meson: bindings follow the variant's tree
-CARGO_ENV := QEMU_SRC_DIR=$(SRC) QEMU_BUILD_DIR=$(QBUILD) QEMU_BIN_DIR=$(BIN) \
-	CARGO_TARGET_DIR=$(OUT)/cargo $(if $(LAB),,QMH_GUEST_DIR=$(GUEST))
+# cargo and build.rs outside of meson: bindings follow the variant's
+# tree.  The integration tests are QMP clients of the QEMU in
+# QEMU_BIN_DIR: the legs that run after the product build take the
+# product's build of them (TESTS_OF_PRODUCT sets TEST_*) instead of
+# building their own, and only point them at their QEMU.
+CARGO_ENV := QEMU_SRC_DIR=$(or $(TEST_SRC),$(SRC)) QEMU_BUILD_DIR=$(or $(TEST_QBUILD),$(QBUILD)) \
+	QEMU_BIN_DIR=$(BIN) CARGO_TARGET_DIR=$(or $(TEST_CARGO),$(OUT)/cargo) $(if $(LAB),,QMH_GUEST_DIR=$(GUEST))
+TESTS_OF_PRODUCT = TEST_SRC=$(SRC) TEST_QBUILD=$(QBUILD) TEST_CARGO=$(OUT)/cargo
 
 comma := ,
 # $(call apt_install,PACKAGES): install those that are missing
@@ -439,8 +444,8 @@ endif
 
 # The sanitizer and second-version legs run the heavy tests at a quarter
 # of their size (tests/common/scale.rs): every path, fewer times.
-check-sanitize:
-	@QMH_SCALE=25 $(MAKE) --no-print-directory SANITIZE=1 check-suite
+check-sanitize: build
+	@QMH_SCALE=25 $(MAKE) --no-print-directory SANITIZE=1 $(TESTS_OF_PRODUCT) check-suite
 
 # ThreadSanitizer on the lab build (build/tsan/): the integration tests
 # that drive threads against each other, sized for TSan's slowdown (5 to
@@ -456,8 +461,8 @@ check-sanitize:
 TSAN_TESTS := sessions removal chardev_races stress model
 TSAN_SIZES := QMH_SCALE=25 QMH_SEEDS=2 QMH_FLOOD_ROUNDS=20 QMH_GREETING_CONNECTS=1000 QMH_CHARDEV_ROUNDS=250
 ifeq ($(TSAN),)
-check-tsan:
-	@$(MAKE) --no-print-directory TSAN=1 check-tsan
+check-tsan: build
+	@$(MAKE) --no-print-directory TSAN=1 $(TESTS_OF_PRODUCT) check-tsan
 else
 check-tsan: build
 	$(call stage,cargo test (tsan) $(TSAN_TESTS),rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS) && \
@@ -474,9 +479,9 @@ check-matrix:
 
 # the matrix minus the default version, which check-suite covers, at the
 # sanitizer legs' size (the chardev churn too: its races are 10.2's code)
-check-versions:
+check-versions: build
 	@for v in $(filter-out $(DEFAULT_VERSION),$(MATRIX_VERSIONS)); do \
-	  QMH_SCALE=25 QMH_CHARDEV_ROUNDS=250 $(MAKE) --no-print-directory QEMU_VERSION=$$v check-suite || exit 1; done
+	  QMH_SCALE=25 QMH_CHARDEV_ROUNDS=250 $(MAKE) --no-print-directory QEMU_VERSION=$$v $(TESTS_OF_PRODUCT) check-suite || exit 1; done
 
 # checkpatch.pl on every patch, and every prefix of the series builds
 check-series: $(B)/stamps/deps $(B)/stamps/docs-venv
