@@ -96,6 +96,33 @@ fn is_timeout(e: &std::io::Error) -> bool {
     )
 }
 
+/// A QMP message as JSON.  QEMU accepts values nested up to 1,024
+/// deep and echoes a request's id in its reply, so what serde_json's
+/// default limit of 128 refuses is parsed again without the limit, on a
+/// thread with the stack that takes (a debug build's frames are large).
+fn parse(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).or_else(|e| {
+        let unbounded = || {
+            let mut de = serde_json::Deserializer::from_str(text);
+            de.disable_recursion_limit();
+            let mut values = de.into_iter::<Value>();
+            match (values.next(), values.next()) {
+                (Some(Ok(value)), None) => Some(value),
+                _ => None,
+            }
+        };
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .stack_size(64 << 20)
+                .spawn_scoped(s, unbounded)
+                .expect("a thread to parse on")
+                .join()
+                .expect("parsing does not panic")
+        })
+        .ok_or_else(|| e.to_string())
+    })
+}
+
 /// One connect(2) to a Unix socket, non-blocking so that a full backlog
 /// (the listener is not accepting) is EAGAIN instead of a wait without
 /// end; the stream returned is blocking.
@@ -262,10 +289,7 @@ impl Qmp {
                 what(),
                 brief(&format!("{line:?}"))
             ),
-            Ok(_) => Some(
-                serde_json::from_str(line.trim())
-                    .unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
-            ),
+            Ok(_) => Some(parse(line.trim()).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))),
             Err(e) if is_timeout(&e) => self.timed_out(&what()),
             Err(e) => panic!("read: {e}"),
         }
@@ -531,8 +555,7 @@ impl Qmp {
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
                 Incoming::Msg(
-                    serde_json::from_str(line.trim())
-                        .unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
+                    parse(line.trim()).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
                 )
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && buf.is_empty() => {
