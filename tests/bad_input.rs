@@ -1056,7 +1056,7 @@ fn ids_at_start_get_the_same_errors() {
 /// 1,024 levels of nesting), and a client must be able to read the
 /// reply.  The input fuzzer (seed 562024009, ASan build) found the
 /// tests' own reader refusing such a reply: serde_json stops at 128
-/// levels unless told otherwise (`common::qmp`'s `parse`).
+/// levels unless told otherwise (`common::qmp`'s `parse_line`).
 #[test]
 fn a_deeply_nested_id_comes_back_whole() {
     let mut qemu = Qemu::start(&[]);

@@ -100,8 +100,10 @@ fn is_timeout(e: &std::io::Error) -> bool {
 /// deep and echoes a request's id in its reply, so what serde_json's
 /// default limit of 128 refuses is parsed again without the limit, on a
 /// thread with the stack that takes (a debug build's frames are large).
-fn parse(text: &str) -> Result<Value, String> {
-    serde_json::from_str(text).or_else(|e| {
+/// A complete line that is not JSON panics: garbled output is a bug.
+fn parse_line(line: &str) -> Value {
+    let text = line.trim();
+    let parsed = serde_json::from_str(text).or_else(|e| {
         let unbounded = || {
             let mut de = serde_json::Deserializer::from_str(text);
             de.disable_recursion_limit();
@@ -120,7 +122,8 @@ fn parse(text: &str) -> Result<Value, String> {
                 .expect("parsing does not panic")
         })
         .ok_or_else(|| e.to_string())
-    })
+    });
+    parsed.unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
 }
 
 /// One connect(2) to a Unix socket, non-blocking so that a full backlog
@@ -289,7 +292,7 @@ impl Qmp {
                 what(),
                 brief(&format!("{line:?}"))
             ),
-            Ok(_) => Some(parse(line.trim()).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))),
+            Ok(_) => Some(parse_line(&line)),
             Err(e) if is_timeout(&e) => self.timed_out(&what()),
             Err(e) => panic!("read: {e}"),
         }
@@ -554,9 +557,7 @@ impl Qmp {
             }
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
-                Incoming::Msg(
-                    parse(line.trim()).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
-                )
+                Incoming::Msg(parse_line(&line))
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && buf.is_empty() => {
                 Incoming::Closed
